@@ -1,0 +1,115 @@
+"""The samplers behind every random initializer.
+
+Each draws at float32 precision for half types (float16, bfloat16, float8) and
+at the dtype's own precision otherwise, then rounds once, as torch's CPU kernels
+do: JAX's native bfloat16 uniform has only 128 levels in [0, 1), torch's
+float32-then-round about 1.4k. All randomness comes from ``jax.random`` with the
+caller's key, so results depend only on (key, shape, dtype).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtri
+
+Array = jax.Array
+DType = Any
+Sharding = Any  # jax.sharding.NamedSharding | jax.sharding.PartitionSpec | None
+
+# Standardised truncation intervals whose upper tail probability falls below this
+# cannot be sampled by inversion in float32 (ndtr underflows near -13 sigma).
+_MIN_TAIL_MASS = 1e-30
+
+
+def resolve_dtype(call: DType | None, default: DType | None, *, floating: bool) -> np.dtype:
+    """The dtype an initializer produces: the call's, else the factory's, else JAX's float."""
+    dtype = call if call is not None else default
+    dtype = jax.dtypes.canonicalize_dtype(float if dtype is None else dtype)
+    if floating and not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"dtype {dtype} is not a floating-point type; random initializers produce "
+            "float16, bfloat16, float32 or float64 (float64 needs jax_enable_x64)"
+        )
+    return dtype
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float64 for float64, else float32: the precision torch samples at on CPU."""
+    return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)
+
+
+def place(x: Array, out_sharding: Sharding) -> Array:
+    """``x`` laid out as ``out_sharding`` asks (nothing to do for ``None``)."""
+    return x if out_sharding is None else jax.sharding.reshard(x, out_sharding)
+
+
+def empty(shape: tuple[int, ...], dtype: DType, out_sharding: Sharding) -> Array:
+    """A zero-element array: what torch's initializers leave untouched."""
+    return jnp.zeros(shape, dtype, out_sharding=out_sharding)
+
+
+def uniform(key: Array, shape, dtype, low: float, high: float, out_sharding: Sharding) -> Array:
+    """U[low, high) drawn at float32/float64 precision, then rounded to ``dtype``.
+
+    As torch does for half types, a value that rounds up to ``high`` becomes
+    ``low``, so every sample lies in [dtype(low), dtype(high)).
+    """
+    comp = compute_dtype(dtype)
+    x = jax.random.uniform(key, shape, comp, low, high, out_sharding=out_sharding)
+    if comp == dtype:
+        return x
+    y = x.astype(dtype)
+    return jnp.where(y == jnp.asarray(high, dtype), jnp.asarray(low, dtype), y)
+
+
+def normal(key: Array, shape, dtype, mean: float, std: float, out_sharding: Sharding) -> Array:
+    """N(mean, std**2) drawn at float32/float64 precision, then rounded to ``dtype``."""
+    comp = compute_dtype(dtype)
+    z = jax.random.normal(key, shape, comp, out_sharding=out_sharding)
+    return (z * std + mean).astype(dtype)
+
+
+def _ndtr(x: float) -> float:
+    """Standard normal CDF in float64 (Python's erfc keeps its tail precision)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def check_truncation(mean: float, std: float, a: float, b: float) -> None:
+    """Reject truncation intervals too far in the tail to sample exactly."""
+    lo, hi = (a - mean) / std, (b - mean) / std
+    if lo > 0:
+        lo, hi = -hi, -lo
+    if a < b and _ndtr(hi) < _MIN_TAIL_MASS:
+        raise ValueError(
+            f"trunc_normal interval [{a}, {b}] lies more than {abs(hi):.1f} standard deviations "
+            f"from mean={mean} (std={std}); such far tails cannot be sampled in float32"
+        )
+
+
+def truncated_normal(
+    key: Array, shape, dtype, mean: float, std: float, a: float, b: float, out_sharding: Sharding
+) -> Array:
+    """N(mean, std**2) conditioned on [a, b] (absolute bounds), by inversion.
+
+    The standardised interval is mapped to the lower half of the normal, where
+    the CDF keeps full relative precision in float32, sampled by the inverse CDF
+    (``ndtri``) of a uniform on the interval's probability mass, and mapped
+    back. Exact in distribution, including intervals far from the mean.
+    """
+    comp = compute_dtype(dtype)
+    if a == b:
+        return jnp.full(shape, a, dtype, out_sharding=out_sharding)
+    lo, hi = (a - mean) / std, (b - mean) / std
+    flip = lo > 0
+    if flip:
+        lo, hi = -hi, -lo
+    u = jax.random.uniform(key, shape, comp, _ndtr(lo), _ndtr(hi), out_sharding=out_sharding)
+    z = jnp.clip(ndtri(jnp.maximum(u, jnp.finfo(comp).tiny)), lo, hi)
+    x = ((mean - std * z) if flip else (mean + std * z)).astype(dtype)
+    # Rounding can step over a bound: clamp to the bounds as rounded to dtype, as torch compares.
+    return jnp.clip(x, np.asarray(a).astype(dtype), np.asarray(b).astype(dtype))
