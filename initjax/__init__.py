@@ -1,9 +1,31 @@
 """initjax: PyTorch's parameter initialization, exactly, for JAX and Flax.
 
-``import initjax as ij`` gives the ``torch.nn.init`` family (``ij.kaiming_uniform``
-...), the gain table (``ij.calculate_gain``) and fan rule (``ij.compute_fans``).
+``import initjax as ij`` gives, flat:
+
+- the ``torch.nn.init`` family (``ij.kaiming_uniform``, ``ij.trunc_normal``, ...),
+- torch's gain table and fan rule (``ij.calculate_gain``, ``ij.compute_fans``),
+- torch module defaults for Flax layouts (``ij.linear_kernel``, ``ij.linear_bias``, ...).
+
+Submodules load on first use: ``ij.linen`` and ``ij.nnx`` (drop-in Flax layers),
+``ij.port`` (PyTorch checkpoints), ``ij.replay`` (torch seed replay).
 """
 
+import importlib
+
+from .defaults import (
+    bilinear,
+    conv_bias,
+    conv_kernel,
+    conv_transpose_bias,
+    conv_transpose_kernel,
+    embedding,
+    linear_bias,
+    linear_kernel,
+    mha_bias_kv,
+    mha_in_proj,
+    rnn_bias,
+    rnn_uniform,
+)
 from .fans import compute_fans
 from .gain import calculate_gain
 from .init import (
@@ -25,17 +47,38 @@ from .init import (
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("linen", "nnx", "port", "replay")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'initjax' has no attribute {name!r}")
+
+
 __all__ = [
+    "bilinear",
     "calculate_gain",
     "compute_fans",
     "constant",
+    "conv_bias",
+    "conv_kernel",
+    "conv_transpose_bias",
+    "conv_transpose_kernel",
     "dirac",
+    "embedding",
     "eye",
     "kaiming_normal",
     "kaiming_uniform",
+    "linear_bias",
+    "linear_kernel",
+    "mha_bias_kv",
+    "mha_in_proj",
     "normal",
     "ones",
     "orthogonal",
+    "rnn_bias",
+    "rnn_uniform",
     "sparse",
     "trunc_normal",
     "uniform",

@@ -53,7 +53,8 @@ __all__ = [
 
 DTypeLike = Any
 
-_SQRT3 = math.sqrt(3.0)
+#: torch writes uniform bounds as sqrt(3) * std.
+SQRT3 = math.sqrt(3.0)
 
 
 def _real(value: Any, name: str, *, finite: bool = True) -> float:
@@ -281,7 +282,7 @@ def xavier_uniform(
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
-        bound = _SQRT3 * _xavier_std(shape, gain, in_axis, out_axis, batch_axis)
+        bound = SQRT3 * _xavier_std(shape, gain, in_axis, out_axis, batch_axis)
         return S.uniform(key, shape, dtype, -bound, bound, out_sharding)
 
     return init
@@ -311,13 +312,18 @@ def xavier_normal(
     return init
 
 
+def xavier_std(fan_in: int, fan_out: int, gain: float = 1.0) -> float:
+    """``gain * sqrt(2 / (fan_in + fan_out))``, in torch's operation order."""
+    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
+
+
 def _xavier_std(shape, gain, in_axis, out_axis, batch_axis) -> float:
     fan_in, fan_out = compute_fans(
         shape, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
     )
     if fan_in + fan_out == 0:
         raise ValueError(f"xavier initialization needs fan_in + fan_out > 0, got shape {shape}")
-    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return xavier_std(fan_in, fan_out, gain)
 
 
 def kaiming_uniform(
@@ -348,7 +354,7 @@ def kaiming_uniform(
         shape, dtype = _prologue(shape, dtype, default)
         if math.prod(shape) == 0:
             return S.empty(shape, dtype, out_sharding)
-        bound = _SQRT3 * _kaiming_std(shape, gain, mode, in_axis, out_axis, batch_axis)
+        bound = SQRT3 * _kaiming_std(shape, gain, mode, in_axis, out_axis, batch_axis)
         return S.uniform(key, shape, dtype, -bound, bound, out_sharding)
 
     return init
@@ -383,11 +389,16 @@ def kaiming_normal(
     return init
 
 
+def kaiming_std(fan: int, gain: float) -> float:
+    """``gain / sqrt(fan)``: kaiming_normal's std; times sqrt(3), kaiming_uniform's bound."""
+    return gain / math.sqrt(fan)
+
+
 def _kaiming_std(shape, gain, mode, in_axis, out_axis, batch_axis) -> float:
     fan_in, fan_out = compute_fans(
         shape, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
     )
-    return gain / math.sqrt(fan_in if mode == "fan_in" else fan_out)
+    return kaiming_std(fan_in if mode == "fan_in" else fan_out, gain)
 
 
 # ------------------------------------------------------------- structured ---
