@@ -54,6 +54,7 @@ __all__ = [
     "GROUP_NORM_EPS",
     "BATCH_NORM_EPS",
     "BATCH_NORM_MOMENTUM",
+    "RMS_NORM_EPS",
     "PRELU_INIT",
 ]
 
@@ -71,6 +72,9 @@ BATCH_NORM_EPS = 1e-5
 #: torch.nn.BatchNorm*'s momentum: the weight of the *new* batch statistic.
 #: Flax's momentum is the weight of the old value: ``1 - BATCH_NORM_MOMENTUM``.
 BATCH_NORM_MOMENTUM = 0.1
+#: torch.nn.RMSNorm's eps=None for float32, float16 and bfloat16 inputs: float32's epsilon
+#: (float64 inputs use float64's). Flax: 1e-6.
+RMS_NORM_EPS = 1.1920928955078125e-07  # numpy.finfo(numpy.float32).eps, exactly 2**-23
 #: torch.nn.PReLU's initial slope (Flax: 0.01).
 PRELU_INIT = 0.25
 
@@ -82,14 +86,19 @@ def _count(value: Any, name: str, *, positive: bool = False) -> int:
     return int(value)
 
 
-def linear_kernel(*, in_axis=-2, out_axis=-1, dtype: DTypeLike | None = None) -> Initializer:
+def linear_kernel(
+    *, in_axis=-2, out_axis=-1, batch_axis=(), dtype: DTypeLike | None = None
+) -> Initializer:
     """``torch.nn.Linear``'s weight on Flax's ``(in, out)`` kernel: U(+-1/sqrt(fan_in)).
 
     torch: ``kaiming_uniform_(weight, a=math.sqrt(5))``; the gain sqrt(1/3)
     cancels the uniform's sqrt(3). Also right for DenseGeneral kernels given
-    their ``in_axis``/``out_axis``.
+    their ``in_axis``/``out_axis``; ``batch_axis`` names axes that index
+    independent Linears (they count in no fan).
     """
-    return kaiming_uniform(LINEAR_SLOPE, in_axis=in_axis, out_axis=out_axis, dtype=dtype)
+    return kaiming_uniform(
+        LINEAR_SLOPE, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis, dtype=dtype
+    )
 
 
 def linear_bias(fan_in: int, *, dtype: DTypeLike | None = None) -> Initializer:

@@ -1,0 +1,58 @@
+"""Port PyTorch checkpoints to Flax and back: strict, safe and checkable.
+
+::
+
+    from initjax import port
+
+    layers = port.linen_layers(model, x)  # the layer type at each path
+    abstract = jax.eval_shape(model.init, jax.random.key(0), x)
+    variables, report = port.torch_to_linen("model.safetensors", abstract, layers)
+
+- Reading: ``.safetensors`` with initjax's own reader (no torch needed);
+  ``.pt``/``.bin`` only through ``torch.load(weights_only=True)``; or an
+  in-memory state_dict of torch tensors / numpy arrays (:func:`load_state_dict`).
+- Mapping: one explicit rule per Flax layer type (:mod:`initjax.port.rules`),
+  chosen from the layer's class, never from shapes; torch keys reach Flax paths
+  by a default convention plus an optional ``rename`` (:mod:`initjax.port.names`).
+- Strict by default: every missing, unexpected, mis-shaped, lossily cast or
+  unsupported tensor is listed in one :class:`PortError`.
+- Back: :func:`linen_to_torch` / :func:`nnx_to_torch`, and
+  :func:`save_safetensors`.
+"""
+
+from ._safetensors import load_safetensors, save_safetensors
+from ._source import Source, StateDict, UnsafeCheckpointError, load_state_dict, to_torch_tensors
+from .convert import (
+    PortError,
+    PortReport,
+    linen_to_torch,
+    nnx_to_torch,
+    torch_to_linen,
+    torch_to_nnx,
+)
+from .layers import linen_layers, linen_rules, nnx_rules
+from .names import Rename, torch_paths
+from .rules import AsIs, Rule
+
+__all__ = [
+    "AsIs",
+    "PortError",
+    "PortReport",
+    "Rename",
+    "Rule",
+    "Source",
+    "StateDict",
+    "UnsafeCheckpointError",
+    "linen_layers",
+    "linen_rules",
+    "linen_to_torch",
+    "load_safetensors",
+    "load_state_dict",
+    "nnx_rules",
+    "nnx_to_torch",
+    "save_safetensors",
+    "to_torch_tensors",
+    "torch_paths",
+    "torch_to_linen",
+    "torch_to_nnx",
+]

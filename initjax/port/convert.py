@@ -1,0 +1,516 @@
+"""torch state_dict <-> Flax variables: matching, strict checks, conversion, placement.
+
+Forward (torch -> Flax), per layer that has a rule:
+
+1. the rule's reverse half is evaluated *abstractly* on the layer's Flax
+   variables, giving the torch tensors (names and shapes) the layer expects;
+2. each expected name is looked up in the state_dict through the key
+   convention (:mod:`initjax.port.names`); every torch shape and dtype is
+   checked (dtype: only exact, widening casts unless ``allow_lossy_cast``);
+3. every Flax variable is computed on the host (numpy) from its torch tensors
+   and sent straight to its target's sharding (``jax.device_put``), so no
+   device ever holds more than its shards.
+
+All problems (missing, unexpected, shape, dtype, unsupported) are collected
+and raised together in one :class:`PortError`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import layers as L
+from . import rules as R
+from ._source import Source, StateDict, load_state_dict
+from .names import Rename, default_torch_key, torch_paths
+
+__all__ = [
+    "PortError",
+    "PortReport",
+    "torch_to_linen",
+    "torch_to_nnx",
+    "linen_to_torch",
+    "nnx_to_torch",
+]
+
+Rules = Mapping[type, L.RuleFactory] | None
+_COLLECTIONS = ("params", "batch_stats")
+
+
+@dataclass(frozen=True)
+class PortReport:
+    """What a port did and found. Each entry is a readable line naming both sides.
+
+    - ``missing``: Flax variables with no torch tensor (non-strict: filled with
+      the torch default initializer of their layer);
+    - ``unexpected``: torch keys nothing consumed (non-strict: left out);
+    - ``mismatched``: torch tensors whose shape is not what the layer needs;
+    - ``lossy``: torch tensors whose dtype would not convert exactly;
+    - ``unsupported``: variables or values with no faithful counterpart (no
+      rule for the layer, a non-zero bias the Flax layer cannot hold, ...);
+    - ``ignored``: torch keys dropped by design (``num_batches_tracked``).
+    """
+
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[str, ...] = ()
+    lossy: tuple[str, ...] = ()
+    unsupported: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def fatal(self) -> bool:
+        """Problems that no mode can load past (shape, dtype, unsupported)."""
+        return bool(self.mismatched or self.lossy or self.unsupported)
+
+    @property
+    def ok(self) -> bool:
+        """True when every torch tensor found its Flax variable and vice versa."""
+        return not (self.fatal or self.missing or self.unexpected)
+
+    def describe(self) -> str:
+        lines = []
+        for name in ("missing", "unexpected", "mismatched", "lossy", "unsupported"):
+            items = getattr(self, name)
+            if items:
+                lines.append(f"{name} ({len(items)}):")
+                lines += [f"  - {item}" for item in items]
+        return "\n".join(lines) or "all keys matched"
+
+
+class PortError(ValueError):
+    """A port that could not be done faithfully; ``.report`` lists every problem."""
+
+    def __init__(self, report: PortReport, strict: bool):
+        self.report = report
+        mode = "strict" if strict else "non-strict"
+        super().__init__(f"cannot port the state_dict ({mode}):\n{report.describe()}")
+
+
+# ----------------------------------------------------------------- dtypes ---
+
+
+def _safe_cast(src: np.dtype, dst: np.dtype) -> bool:
+    """Whether every value of ``src`` converts to ``dst`` exactly."""
+    src, dst = np.dtype(src), np.dtype(dst)
+    if src == dst:
+        return True
+    src_float = jnp.issubdtype(src, jnp.floating)
+    if jnp.issubdtype(dst, jnp.floating):
+        if src_float:
+            a, b = jnp.finfo(src), jnp.finfo(dst)
+            return b.nmant >= a.nmant and b.maxexp >= a.maxexp and b.minexp <= a.minexp
+        if src == np.bool_ or jnp.issubdtype(src, jnp.integer):
+            bits = (
+                1
+                if src == np.bool_
+                else np.iinfo(src).bits - jnp.issubdtype(src, jnp.signedinteger)
+            )
+            return jnp.finfo(dst).nmant + 1 >= bits
+        return False
+    if src_float:
+        return False
+    return bool(np.can_cast(src, dst, "safe"))
+
+
+# ------------------------------------------------------------------ rules ---
+
+
+def _abstract(leaves: Mapping[tuple[str, ...], Any]) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    return {v: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype) for v, x in leaves.items()}
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected_cached(rule: R.Rule, signature: tuple) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    leaves = {var: jax.ShapeDtypeStruct(shape, dtype) for var, shape, dtype in signature}
+    out = jax.eval_shape(rule.to_torch, leaves)
+    return tuple(sorted((name, tuple(s.shape)) for name, s in out.items()))
+
+
+def _expected(rule: R.Rule, variables) -> dict[str, tuple[int, ...]]:
+    """The torch tensors (name -> shape) the layer corresponds to."""
+    signature = tuple(
+        sorted((v, tuple(x.shape), np.dtype(x.dtype).name) for v, x in variables.items())
+    )
+    try:
+        hash(rule)
+    except TypeError:  # a user rule that is not hashable: no caching
+        return dict(_expected_cached.__wrapped__(rule, signature))
+    return dict(_expected_cached(rule, signature))
+
+
+def _join(path) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def _sharding(leaf) -> Any:
+    """The leaf's sharding, on a concrete mesh (abstract ones come from ``nnx.eval_shape``)."""
+    sharding = getattr(leaf, "sharding", None)
+    mesh = getattr(sharding, "mesh", None)
+    if isinstance(mesh, jax.sharding.AbstractMesh):
+        concrete = jax.sharding.get_mesh()
+        if concrete.empty or concrete.abstract_mesh != mesh:
+            raise ValueError(
+                f"the target's sharding {sharding} is on an abstract mesh; port inside "
+                "`with jax.set_mesh(mesh)` with the concrete mesh it describes"
+            )
+        sharding = jax.sharding.NamedSharding(concrete, sharding.spec)
+    return sharding
+
+
+def _place(value: np.ndarray, leaf) -> jax.Array:
+    sharding = _sharding(leaf)
+    return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
+
+
+def _fill(init, key, leaf) -> jax.Array:
+    shape, dtype, sharding = tuple(leaf.shape), leaf.dtype, _sharding(leaf)
+    make = functools.partial(init, shape=shape, dtype=dtype)
+    if sharding is None:
+        return make(key)
+    return jax.jit(make, out_shardings=sharding)(key)
+
+
+# --------------------------------------------------------------- forward ---
+
+
+def _port(
+    state: StateDict,
+    target: L.Target,
+    *,
+    rename: Rename,
+    strict: bool,
+    key: jax.Array | None,
+    allow_lossy_cast: bool,
+) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
+    paths = torch_paths(state, target.flavor, rename)
+    by_path = {path: k for k, path in paths.items()}
+    consumed: set[str] = set()
+    missing, mismatched, lossy, ignored = [], [], [], []
+    unsupported = list(target.problems)
+    values: dict[tuple[str, ...], np.ndarray] = {}
+    fills: dict[tuple[str, ...], Any] = {}
+
+    for layer in target.layers:
+        where = f"{_join(layer.path) or '<root>'} ({layer.kind})"
+        shapes = {v: tuple(x.shape) for v, x in layer.variables.items()}
+        try:
+            specs = layer.rule.specs(shapes)
+            expected = _expected(layer.rule, layer.variables)
+        except (ValueError, TypeError, KeyError) as e:  # NotRepresentable is a ValueError
+            unsupported.append(f"{where}: {type(layer.rule).__name__} cannot port it: {e!s}")
+            continue
+        for var in sorted(set(shapes) ^ set(specs)):
+            side = "has no rule for" if var in shapes else "expects a variable it lacks:"
+            unsupported.append(f"{where}: {type(layer.rule).__name__} {side} {_join(var)}")
+        specs = {v: s for v, s in specs.items() if v in shapes}
+
+        def torch_key(name: str, prefix: tuple[str, ...] = layer.path) -> str | None:
+            return by_path.get(prefix + tuple(name.split(".")))
+
+        for name in sorted(layer.rule.ignore):
+            k = torch_key(name)
+            if k is not None:
+                consumed.add(k)
+                ignored.append(k)
+        bad: set[str] = set()
+        for name, shape in expected.items():
+            k = torch_key(name)
+            if k is None:
+                continue
+            consumed.add(k)
+            if tuple(state[k].shape) != shape:
+                bad.add(name)
+                mismatched.append(
+                    f"{k}: torch shape {tuple(state[k].shape)}, but {where} needs {shape}"
+                )
+
+        for var, spec in sorted(specs.items()):
+            full = (var[0], *layer.path, *var[1:])
+            leaf = layer.variables[var]
+            keys = [torch_key(n) for n in spec.needs]
+            if any(k is None for k in keys):
+                prefix = default_torch_key(layer.path, target.flavor)
+                absent = [
+                    ".".join(filter(None, (prefix, n)))
+                    for n, k in zip(spec.needs, keys, strict=True)
+                    if k is None
+                ]
+                unused = [k for k in keys if k is not None]
+                note = f"; {', '.join(unused)} unused" if unused else ""
+                missing.append(f"{_join(full)} (no torch {', '.join(absent)}{note})")
+                fills[full] = (spec.init, leaf)
+                continue
+            if bad & set(spec.needs):
+                continue
+            casts = [
+                f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}"
+                for k in keys
+                if not _safe_cast(state[k].dtype, leaf.dtype)
+            ]
+            if casts and not allow_lossy_cast:
+                lossy += casts
+                continue
+            arrays = [np.asarray(state[k], dtype=leaf.dtype) for k in keys]
+            try:
+                value = spec.convert(*arrays, shape=tuple(leaf.shape))
+            except R.NotRepresentable as e:
+                unsupported.append(f"{where}: {e} (torch {', '.join(keys)})")
+                continue
+            if value.shape != tuple(leaf.shape):  # a rule bug, never user input
+                raise AssertionError(f"rule produced {value.shape} for {_join(full)} {leaf.shape}")
+            values[full] = value
+
+    for full, kind in sorted(target.orphans.items()):
+        unsupported.append(
+            f"{_join(full)}: no porting rule for its layer type {kind}; pass "
+            f"rules={{{kind}: initjax.port.AsIs()}} if torch stores it in the same layout"
+        )
+    unexpected = [f"{k} (-> {_join(paths[k])})" for k in state if k not in consumed]
+    report = PortReport(
+        missing=tuple(missing),
+        unexpected=tuple(unexpected),
+        mismatched=tuple(mismatched),
+        lossy=tuple(lossy),
+        unsupported=tuple(unsupported),
+        ignored=tuple(ignored),
+    )
+    if report.fatal or (strict and not report.ok):
+        raise PortError(report, strict)
+
+    out = {full: _place(value, target.leaves[full]) for full, value in values.items()}
+    if fills:
+        if key is None:
+            raise ValueError(
+                f"non-strict port found {len(fills)} missing variables; pass key= (a "
+                "jax.random key) to fill them with torch's default initializers"
+            )
+        for i, (full, (init, leaf)) in enumerate(sorted(fills.items())):
+            if init is None:
+                if isinstance(leaf, jax.Array):
+                    out[full] = leaf  # no torch default known: keep the target's value
+                    continue
+                raise PortError(
+                    PortReport(
+                        unsupported=(f"{_join(full)}: missing, and no torch default known",)
+                    ),
+                    strict,
+                )
+            out[full] = _fill(init, jax.random.fold_in(key, i), leaf)
+    return out, report
+
+
+# ------------------------------------------------------------- targets ---
+
+
+def _linen_target(
+    variables: Mapping[str, Any], layers: Mapping[Any, Any], rules: Rules
+) -> L.Target:
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError(
+            "variables must be the dict that model.init (or jax.eval_shape of it) returns, "
+            f"with a 'params' collection; got {type(variables).__name__}"
+            + (f" with keys {sorted(variables)}" if isinstance(variables, Mapping) else "")
+        )
+    from flax import traverse_util
+
+    leaves = {}
+    for collection in _COLLECTIONS:
+        if collection in variables:
+            for path, leaf in traverse_util.flatten_dict(dict(variables[collection])).items():
+                leaves[(collection, *path)] = leaf
+    modules = {tuple(p): m for p, m in layers.items()}
+    return L.build_target("linen", modules, leaves, {**L.linen_rules(), **(rules or {})})
+
+
+def _nnx_target(model: Any, rules: Rules) -> tuple[L.Target, dict]:
+    from flax import nnx
+
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
+    modules, leaves, variables = {}, {}, {}
+    for path, node in nnx.iter_graph(model):
+        path = tuple(str(p) for p in path)
+        if isinstance(node, nnx.Module):
+            modules[path] = node
+        elif isinstance(node, (nnx.Param, nnx.BatchStat)):
+            full = ("params" if isinstance(node, nnx.Param) else "batch_stats", *path)
+            leaves[full] = node.get_value()
+            variables[full] = node
+    target = L.build_target("nnx", modules, leaves, {**L.nnx_rules(), **(rules or {})})
+    return target, variables
+
+
+def torch_to_linen(
+    source: Source,
+    variables: Mapping[str, Any],
+    layers: Mapping[tuple[str, ...], Any],
+    *,
+    rename: Rename = None,
+    rules: Rules = None,
+    strict: bool = True,
+    key: jax.Array | None = None,
+    allow_lossy_cast: bool = False,
+) -> tuple[dict[str, Any], PortReport]:
+    """Port a torch state_dict onto a ``flax.linen`` model's variables.
+
+    Args:
+      source: a ``.safetensors`` path, a ``.pt``/``.bin`` path (loaded with
+        ``weights_only=True``), or an in-memory state_dict.
+      variables: the target, as ``model.init`` returns it: ``{"params": ...,
+        "batch_stats": ...}`` of arrays or ``jax.ShapeDtypeStruct`` (e.g. from
+        ``jax.eval_shape(model.init, ...)``). Each leaf's dtype is the result's;
+        a leaf's ``.sharding`` places the result.
+      layers: ``linen_layers(model, *example_inputs)``: the layer type at each path.
+      rename: torch key rewrites applied first: ``[(regex, replacement), ...]``
+        or a function.
+      rules: extra ``{layer class: rule}`` entries, taking precedence.
+      strict: raise :class:`PortError` on any missing or unexpected key (as
+        torch's ``load_state_dict(strict=True)``). ``False``: fill missing
+        variables with their layer's torch default (needs ``key``) and report
+        unexpected keys. Shape, dtype and unsupported problems always raise.
+      key: PRNG key for non-strict fills.
+      allow_lossy_cast: accept casts that round (e.g. float32 -> bfloat16).
+
+    Returns:
+      ``(variables, report)``: a new variables dict (other collections passed
+      through) and a :class:`PortReport`.
+    """
+    target = _linen_target(variables, layers, rules)
+    values, report = _port(
+        load_state_dict(source),
+        target,
+        rename=rename,
+        strict=strict,
+        key=key,
+        allow_lossy_cast=allow_lossy_cast,
+    )
+    from flax import traverse_util
+
+    out = {name: coll for name, coll in variables.items() if name not in _COLLECTIONS}
+    for collection in _COLLECTIONS:
+        if collection in variables:
+            flat = {
+                path: values[(collection, *path)]
+                for path in traverse_util.flatten_dict(dict(variables[collection]))
+            }
+            out[collection] = traverse_util.unflatten_dict(flat)
+    return out, report
+
+
+def torch_to_nnx(
+    source: Source,
+    model: Any,
+    *,
+    rename: Rename = None,
+    rules: Rules = None,
+    strict: bool = True,
+    key: jax.Array | None = None,
+    allow_lossy_cast: bool = False,
+) -> PortReport:
+    """Port a torch state_dict into a ``flax.nnx`` model, in place.
+
+    ``model`` may be abstract (``nnx.eval_shape(lambda: Model(...))``): its
+    ``Param``/``BatchStat`` variables receive real arrays, placed with each
+    abstract value's sharding. Other arguments as :func:`torch_to_linen`;
+    nothing is written unless the whole port succeeds.
+    """
+    target, variables = _nnx_target(model, rules)
+    values, report = _port(
+        load_state_dict(source),
+        target,
+        rename=rename,
+        strict=strict,
+        key=key,
+        allow_lossy_cast=allow_lossy_cast,
+    )
+    for full, var in variables.items():
+        var.set_value(values[full])
+    return report
+
+
+# --------------------------------------------------------------- reverse ---
+
+
+def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> StateDict:
+    if target.orphans or target.problems:
+        lines = list(target.problems) + [
+            f"{_join(full)}: no porting rule for its layer type {kind}"
+            for full, kind in sorted(target.orphans.items())
+        ]
+        raise PortError(PortReport(unsupported=tuple(lines)), True)
+    if rename is not None and torch_keys is None:
+        raise ValueError("rename can only be inverted given torch_keys (the torch key names)")
+    names = None
+    if torch_keys is not None:
+        names = {path: k for k, path in torch_paths(torch_keys, target.flavor, rename).items()}
+    out: StateDict = {}
+    unknown, produced = [], set()
+    for layer in target.layers:
+        tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
+        for name, value in sorted(tensors.items()):
+            path = layer.path + tuple(name.split("."))
+            if names is None:
+                k = ".".join(filter(None, (default_torch_key(layer.path, target.flavor), name)))
+            else:
+                k = names.get(path)
+                if k is None:
+                    unknown.append(f"{_join(path)} ({layer.kind}.{name})")
+                    continue
+            produced.add(path)
+            out[k] = np.asarray(jax.device_get(value))
+        if names is not None:
+            for name in layer.rule.ignore:
+                produced.add(layer.path + tuple(name.split(".")))
+    if names is not None:
+        absent = [k for path, k in names.items() if path not in produced]
+        if unknown or absent:
+            report = PortReport(
+                missing=tuple(f"{k}: no Flax variable produces it" for k in absent),
+                unexpected=tuple(f"{u}: not among torch_keys" for u in unknown),
+            )
+            raise PortError(report, True)
+    return out
+
+
+def linen_to_torch(
+    variables: Mapping[str, Any],
+    layers: Mapping[tuple[str, ...], Any],
+    *,
+    torch_keys: Iterable[str] | None = None,
+    rename: Rename = None,
+    rules: Rules = None,
+) -> StateDict:
+    """A torch state_dict (numpy arrays) from a ``flax.linen`` model's variables.
+
+    Without ``torch_keys`` keys follow the default convention inverted
+    (``layers_0/kernel`` -> ``layers.0.weight``; recurrent cells keep per-cell
+    names). With ``torch_keys`` (e.g. ``torch_model.state_dict().keys()``) the
+    keys are exactly those, matched through ``rename`` as in the forward
+    direction (stacked ``weight_ih_l0`` names included), and a key no Flax
+    variable produces raises. Biases that Flax holds as ``bias_ih + bias_hh``
+    come back in ``bias_ih`` with ``bias_hh`` zero: the same function.
+    ``num_batches_tracked`` is not produced (torch fills it in on load).
+    Arrays keep the Flax dtypes; write them with :func:`save_safetensors`.
+    """
+    target = _linen_target(variables, layers, rules)
+    return _export(target, torch_keys, rename)
+
+
+def nnx_to_torch(
+    model: Any,
+    *,
+    torch_keys: Iterable[str] | None = None,
+    rename: Rename = None,
+    rules: Rules = None,
+) -> StateDict:
+    """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
+    target, _ = _nnx_target(model, rules)
+    return _export(target, torch_keys, rename)

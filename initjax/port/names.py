@@ -1,0 +1,150 @@
+"""Where a torch state_dict key lands in a Flax variable tree, and back.
+
+A torch key is turned into a Flax-style path (a tuple of names) in three steps:
+
+1. The user's ``rename`` (regex pairs or a function) rewrites the key.
+2. Stacked recurrent keys (``rnn.weight_ih_l1_reverse``) become per-cell keys:
+   ``<m>.weight_ih_l<k>[_reverse]`` goes to
+   ``<m>[.<k>][.forward_rnn|.backward_rnn].cell.weight_ih``; the layer index
+   appears only when ``<m>`` has more than one layer, the direction only when
+   it is bidirectional. That is the natural Flax port:
+   a (list of) ``nn.RNN(cell)`` or ``nn.Bidirectional(forward_rnn, backward_rnn)``
+   stored under the torch module's name.
+3. Dots become path separators, with the container convention of the Flax
+   flavour: linen names list/Sequential members ``layers_0`` (so torch
+   ``layers.0.weight`` -> ``layers_0/weight``), nnx ``layers/0``. A leading
+   index (a top-level ``nn.Sequential``) gets the name ``layers``, as in
+   ``flax.linen.Sequential`` and ``flax.nnx.Sequential``.
+
+A renamed key that contains ``/`` is taken literally as a Flax path instead,
+its last component(s) being the torch-side names the layer rule expects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+__all__ = ["Rename", "Flavor", "make_rename", "torch_paths", "default_torch_key"]
+
+#: A user rename: ``[(pattern, replacement), ...]`` applied in order with
+#: :func:`re.sub`, or a function from key to key.
+Rename = Callable[[str], str] | Sequence[tuple[str, str]] | None
+Flavor = Literal["linen", "nnx"]
+Path = tuple[str, ...]
+
+_STACKED = re.compile(
+    r"^(?:(?P<mod>.*)\.)?(?P<w>weight|bias)_(?P<kind>ih|hh|hr)_l(?P<k>\d+)(?P<rev>_reverse)?$"
+)
+_INDEX = re.compile(r"^(?P<name>.+)_(?P<k>\d+)$")
+
+
+def make_rename(rename: Rename) -> Callable[[str], str]:
+    """``rename`` as a function; regex pairs are validated (compiled) here."""
+    if rename is None:
+        return lambda key: key
+    if callable(rename):
+
+        def call(key: str) -> str:
+            out = rename(key)
+            if not isinstance(out, str):
+                raise TypeError(f"rename({key!r}) returned {out!r}; it must return a str")
+            return out
+
+        return call
+    pairs = []
+    for pair in rename:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"rename pairs must be (pattern, replacement), got {pair!r}")
+        try:
+            pairs.append((re.compile(pair[0]), pair[1]))
+        except re.error as e:
+            raise ValueError(f"rename pattern {pair[0]!r} is not a valid regex: {e}") from None
+
+    def subs(key: str) -> str:
+        for pattern, repl in pairs:
+            key = pattern.sub(repl, key)
+        return key
+
+    return subs
+
+
+def _unstack(keys: Iterable[str]) -> dict[str, str]:
+    """Per-cell names for stacked recurrent keys (others map to themselves)."""
+    keys = list(keys)
+    layers: dict[str | None, set[int]] = defaultdict(set)
+    bidirectional: set[str | None] = set()
+    for key in keys:
+        m = _STACKED.match(key)
+        if m:
+            layers[m["mod"]].add(int(m["k"]))
+            if m["rev"]:
+                bidirectional.add(m["mod"])
+    out = {}
+    for key in keys:
+        m = _STACKED.match(key)
+        if m is None:
+            out[key] = key
+            continue
+        parts = [] if m["mod"] is None else [m["mod"]]
+        if len(layers[m["mod"]]) > 1:
+            parts.append(m["k"])
+        if m["mod"] in bidirectional:
+            parts.append("backward_rnn" if m["rev"] else "forward_rnn")
+        parts += ["cell", f"{m['w']}_{m['kind']}"]
+        out[key] = ".".join(parts)
+    return out
+
+
+def _dotted_to_path(key: str, flavor: Flavor) -> Path:
+    out: list[str] = []
+    for part in key.split("."):
+        if part.isdigit():
+            if not out:
+                out.append("layers")
+            if flavor == "linen":
+                out[-1] = f"{out[-1]}_{part}"
+                continue
+        out.append(part)
+    return tuple(out)
+
+
+def torch_paths(keys: Iterable[str], flavor: Flavor, rename: Rename = None) -> dict[str, Path]:
+    """The Flax-style path of every torch key (see the module docstring).
+
+    Raises:
+      ValueError: two keys that land on the same path.
+    """
+    fn = make_rename(rename)
+    keys = list(keys)
+    renamed = {key: fn(key) for key in keys}
+    cells = _unstack(v for v in renamed.values() if "/" not in v)
+    paths, seen = {}, {}
+    for key, new in renamed.items():
+        path = tuple(new.split("/")) if "/" in new else _dotted_to_path(cells[new], flavor)
+        if path in seen:
+            raise ValueError(
+                f"torch keys {seen[path]!r} and {key!r} both map to Flax path "
+                f"{'/'.join(path)!r}; disambiguate them with rename="
+            )
+        seen[path] = key
+        paths[key] = path
+    return paths
+
+
+def default_torch_key(path: Sequence[str], flavor: Flavor) -> str:
+    """The torch key for a Flax module ``path`` under the default convention, inverted.
+
+    linen's ``name_<k>`` components become ``name.<k>``; nnx's numeric
+    components stay as they are. Ambiguous inversions (a top-level
+    ``layers_0`` may have been torch's ``0``; recurrent cells may have been
+    stacked ``weight_ih_l<k>`` keys) take the plain reading; pass the real
+    torch keys to the reverse port to get them exactly.
+    """
+    parts: list[str] = []
+    for part in path:
+        m = _INDEX.match(part) if flavor == "linen" else None
+        parts += [m["name"], m["k"]] if m else [str(part)]
+    return ".".join(parts)
