@@ -37,6 +37,8 @@ from flax.linen.linear import PromoteDtypeFn, canonicalize_padding
 from flax.typing import Array, Dtype, Initializer, PrecisionLike
 from jax import lax
 
+from ._batch_norm import batch_count, unbiased_running_var
+from ._circular import wrap_circular
 from .defaults import (
     BATCH_NORM_EPS,
     BATCH_NORM_MOMENTUM,
@@ -242,17 +244,6 @@ def _transpose_padding(extent: int, stride: int, padding: str) -> tuple[int, int
     return low, total - low
 
 
-def _fold_periodic(y: Array, axis: int, period: int, shift: int) -> Array:
-    """Sum ``y`` along ``axis`` modulo ``period``: entry t lands on ``(t + shift) % period``."""
-    n = y.shape[axis]
-    shift %= period
-    blocks = -(-(n + shift) // period)
-    pads = [(0, 0)] * y.ndim
-    pads[axis] = (shift, blocks * period - n - shift)
-    y = jnp.pad(y, pads)
-    return y.reshape(y.shape[:axis] + (blocks, period) + y.shape[axis + 1 :]).sum(axis)
-
-
 def _regroup_transposed(kernel: Array, groups: int) -> Array:
     """A forward-conv kernel ``(*k, out/g, in)`` as the grouped kernel
     ``(*k, in/g, out)`` of its transpose: spatially flipped, each group's
@@ -369,13 +360,7 @@ class ConvTranspose(nn.ConvTranspose):
         )
 
         if self.padding == "CIRCULAR":
-            # Wrap the full output onto one period (input length * stride) per
-            # axis, aligned as Flax aligns it.
-            for axis in range(1, nd + 1):
-                period = inputs.shape[axis] * strides[axis - 1]
-                excess = -(y.shape[axis] - period) % (2 * period)
-                shift = excess // 2 if self.transpose_kernel else (excess + 1) // 2
-                y = _fold_periodic(y, axis, period, shift)
+            y = wrap_circular(y, inputs.shape[1 : nd + 1], strides, self.transpose_kernel)
 
         if bias is not None:
             y += bias
@@ -717,25 +702,17 @@ class BatchNorm(nn.BatchNorm):
         )
         if frozen or self.is_initializing() or not self.has_variable("batch_stats", "var"):
             return layer(x, use_running_average, mask=mask)
+        count = batch_count(
+            x,
+            self.axis,
+            mask=mask,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+        )
         old = self.get_variable("batch_stats", "var")
         y = layer(x, use_running_average, mask=mask)
         new = self.get_variable("batch_stats", "var")
-
-        features = {ax % x.ndim for ax in _tuple(self.axis)}
-        reduced = tuple(ax for ax in range(x.ndim) if ax not in features)
-        if mask is None:
-            count = math.prod(x.shape[ax] for ax in reduced)
-            if self.axis_name is None and count < 2:
-                raise ValueError(
-                    "Expected more than 1 value per channel when training, got input "
-                    f"shape {x.shape}"
-                )
-        else:
-            count = jnp.sum(jnp.broadcast_to(mask, x.shape), axis=reduced, dtype=new.dtype)
-        if self.axis_name is not None:
-            count = lax.psum(count, self.axis_name, axis_index_groups=self.axis_index_groups)
-        # new - momentum*old is (1 - momentum) * biased var; add its 1/(n-1) share.
-        corrected = new + (new - self.momentum * old) / (jnp.asarray(count, new.dtype) - 1)
+        corrected = unbiased_running_var(old, new, count, self.momentum)
         self.put_variable("batch_stats", "var", corrected)
         return y
 

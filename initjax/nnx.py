@@ -9,7 +9,8 @@ changes:
 - every ``*_init`` argument defaults to ``None``, meaning torch's default for
   that parameter (see :mod:`initjax.defaults`); an initializer you pass wins;
 - norms: torch's epsilons, BatchNorm momentum ``0.9`` (torch's ``0.1``) and
-  two-pass variance (``use_fast_variance=False``) as torch computes it;
+  unbiased running-variance update, and the two-pass variance
+  (``use_fast_variance=False``) as torch computes it;
 - PReLU starts at torch's ``0.25``;
 - new: ``feature_group_count`` on :class:`ConvTranspose`, ``padding_idx`` on
   :class:`Embed`, the hidden-side n-gate bias ``bias_hn`` on :class:`GRUCell`,
@@ -42,6 +43,8 @@ from jax import lax
 from jax.nn.initializers import Initializer
 
 from . import _sampling as S
+from ._batch_norm import batch_count, unbiased_running_var
+from ._circular import wrap_circular
 from .defaults import (
     BATCH_NORM_EPS,
     BATCH_NORM_MOMENTUM,
@@ -337,8 +340,9 @@ class ConvTranspose(nnx.ConvTranspose):
     ``stride=s, padding=p, output_padding=op, dilation=d`` is ``strides=s,
     padding=[(d*(k-1)-p, d*(k-1)-p+op)] * n, kernel_dilation=d`` here.
     Created in torch's order: kernel, bias. Grouped layers run one grouped
-    ``lax.conv_transpose`` (a ``vmap`` over groups) and refuse
-    ``padding='CIRCULAR'`` (torch allows only zero padding here).
+    ``lax.conv_transpose`` (a ``vmap`` over groups); every Flax padding mode
+    works, ``'CIRCULAR'`` included (an extension: torch's transposed
+    convolutions pad with zeros only).
 
     Other arguments as ``flax.nnx.ConvTranspose``.
     """
@@ -359,8 +363,6 @@ class ConvTranspose(nnx.ConvTranspose):
         **kwargs: Any,
     ):
         groups = _groups(in_features, out_features, feature_group_count)
-        if groups > 1 and padding == "CIRCULAR":
-            raise ValueError("padding='CIRCULAR' is not supported with feature_group_count > 1")
         size = _tuple(kernel_size)
         if kernel_init is None:
             kernel_init = conv_transpose_kernel(groups, transpose_kernel=transpose_kernel)
@@ -408,10 +410,12 @@ class ConvTranspose(nnx.ConvTranspose):
         def split(a):  # last axis (..., g * c) -> leading group axis (g, ..., c)
             return jnp.moveaxis(a.reshape(a.shape[:-1] + (groups, -1)), -2, 0)
 
+        strides = _per_dim(self.strides, n)
+        padding = canonicalize_padding(self.padding, n)
         conv = partial(
             lax.conv_transpose,
-            strides=_per_dim(self.strides, n),
-            padding=canonicalize_padding(self.padding, n),
+            strides=strides,
+            padding="VALID" if padding == "CIRCULAR" else padding,
             rhs_dilation=_per_dim(self.kernel_dilation, n),
             transpose_kernel=self.transpose_kernel,
             precision=self.precision,
@@ -420,6 +424,8 @@ class ConvTranspose(nnx.ConvTranspose):
         y = jax.vmap(conv)(split(x), split(kernel))  # (g, N, *spatial, out/g)
         y = jnp.moveaxis(y, 0, -2)
         y = y.reshape(y.shape[:-2] + (-1,))
+        if padding == "CIRCULAR":
+            y = wrap_circular(y, x.shape[1 : n + 1], strides, self.transpose_kernel)
         if bias is not None:
             y = y + bias
         return y.reshape(batch_shape + y.shape[1:])
@@ -479,6 +485,17 @@ class Embed(nnx.Embed):
 # --------------------------------------------------------------- recurrent ---
 
 
+def _rnn_inits(hidden, kernel_init, recurrent_kernel_init, bias_init) -> dict[str, Initializer]:
+    """torch's defaults for a cell whose one bias per gate stands for ``b_ih + b_hh``."""
+    return dict(
+        kernel_init=rnn_uniform(hidden) if kernel_init is None else kernel_init,
+        recurrent_kernel_init=rnn_uniform(hidden)
+        if recurrent_kernel_init is None
+        else recurrent_kernel_init,
+        bias_init=rnn_bias(hidden) if bias_init is None else bias_init,
+    )
+
+
 class SimpleCell(nnx.SimpleCell):
     """``torch.nn.RNNCell(in_features, hidden_features)`` as ``flax.nnx.SimpleCell``.
 
@@ -506,27 +523,8 @@ class SimpleCell(nnx.SimpleCell):
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        super().__init__(
-            in_features,
-            hidden_features,
-            kernel_init=rnn_uniform(hidden_features) if kernel_init is None else kernel_init,
-            recurrent_kernel_init=rnn_uniform(hidden_features)
-            if recurrent_kernel_init is None
-            else recurrent_kernel_init,
-            bias_init=rnn_bias(hidden_features) if bias_init is None else bias_init,
-            rngs=rngs,
-            **kwargs,
-        )
-
-
-def _lstm_inits(hidden, kernel_init, recurrent_kernel_init, bias_init) -> dict[str, Initializer]:
-    return dict(
-        kernel_init=rnn_uniform(hidden) if kernel_init is None else kernel_init,
-        recurrent_kernel_init=rnn_uniform(hidden)
-        if recurrent_kernel_init is None
-        else recurrent_kernel_init,
-        bias_init=rnn_bias(hidden) if bias_init is None else bias_init,
-    )
+        inits = _rnn_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
+        super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)
 
 
 class LSTMCell(nnx.LSTMCell):
@@ -559,7 +557,7 @@ class LSTMCell(nnx.LSTMCell):
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        inits = _lstm_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
+        inits = _rnn_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
         super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)
 
 
@@ -586,7 +584,7 @@ class OptimizedLSTMCell(nnx.OptimizedLSTMCell):
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        inits = _lstm_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
+        inits = _rnn_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
         super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)
 
 
@@ -831,9 +829,14 @@ class BatchNorm(nnx.BatchNorm):
     ``mean = running_mean``, ``var = running_var``; training mode is
     ``use_running_average=False`` (nnx's default), eval mode ``True``.
 
-    Not reproduced: torch updates ``running_var`` with the unbiased batch
-    variance (times n/(n-1)); Flax uses the biased one, as for normalizing.
-    No ``num_batches_tracked`` and no cumulative ``momentum=None``.
+    The running variance is updated with the *unbiased* batch variance (times
+    n/(n-1), n the count reduced per feature, across ``axis_name`` devices and
+    ``mask`` too), as torch; normalization uses the biased one, as both. Flax
+    updates with the biased variance. Fewer than 2 values per feature in
+    training (no mask, no ``axis_name``) raise ``ValueError``, as torch.
+
+    Not reproduced: ``num_batches_tracked`` and the cumulative
+    ``momentum=None``.
 
     Other arguments as ``flax.nnx.BatchNorm``.
     """
@@ -856,6 +859,25 @@ class BatchNorm(nnx.BatchNorm):
             rngs=rngs,
             **kwargs,
         )
+
+    def __call__(
+        self, x: Array, use_running_average: bool | None = None, *, mask: Array | None = None
+    ) -> Array:
+        """Normalizes ``x``; in training mode, updates the running stats as torch does."""
+        frozen = self.use_running_average if use_running_average is None else use_running_average
+        if frozen is None or frozen:  # None: Flax raises its own error
+            return super().__call__(x, use_running_average, mask=mask)
+        count = batch_count(
+            x,
+            self.axis,
+            mask=mask,
+            axis_name=self.axis_name,
+            axis_index_groups=self.axis_index_groups,
+        )
+        old = self.var[...]
+        y = super().__call__(x, use_running_average, mask=mask)
+        self.var[...] = unbiased_running_var(old, self.var[...], count, self.momentum)
+        return y
 
 
 class RMSNorm(nnx.RMSNorm):

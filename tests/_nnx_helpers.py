@@ -1,10 +1,11 @@
 """Shared machinery for tests/test_nnx.py: parameter trees, laws, torch comparisons.
 
-A *mapping* turns a live torch module into a dict ``{"a/b": array}`` in the
-Flax layout of the matching initjax nnx layer. The same mapping drives both
-checks: the distribution check compares fresh initjax parameters with fresh
-torch parameters carried through it, and the layout check loads torch's
-weights through it and compares forward passes.
+torch weights reach an nnx layer only through :func:`ported`, i.e. through
+``initjax.port`` (the library's one copy of the torch <-> Flax mappings). The
+same port drives both checks: the distribution check compares fresh initjax
+parameters with fresh torch parameters ported into the same layer, and the
+layout check loads torch's weights and compares forward passes. So every
+layout test is also a test of the port rules.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from flax import nnx
 
 from _stats import ALPHA, assert_mean_std, assert_reaches_bound, assert_same_distribution
+from initjax import port
 
 Params = dict[str, np.ndarray]
 Law = Callable[[np.ndarray, str], None]
@@ -34,15 +36,11 @@ def params(model: nnx.Module) -> Params:
     return {"/".join(map(str, path)): np.asarray(var[...]) for path, var in flat}
 
 
-def load(model: nnx.Module, values: Params) -> None:
-    """Write ``values`` into the model's parameters, checking names and shapes."""
-    assert set(values) == set(params(model)), (sorted(values), sorted(params(model)))
-    for name, value in values.items():
-        obj = model
-        for part in name.split("/"):
-            obj = getattr(obj, part)
-        assert obj.shape == value.shape, (name, obj.shape, value.shape)
-        obj[...] = jnp.asarray(value, obj.dtype)
+def ported(model: nnx.Module, t: torch.nn.Module) -> nnx.Module:
+    """``model`` holding torch module ``t``'s weights, loaded by ``initjax.port`` (strict)."""
+    report = port.torch_to_nnx(t.state_dict(), model)
+    assert report.ok, report.describe()
+    return model
 
 
 def to_channels_last(x: torch.Tensor) -> jnp.ndarray:
@@ -122,17 +120,18 @@ def zero_row(row: int, rest: Law) -> Law:
 def check_distribution(
     build: Callable[[nnx.Rngs], nnx.Module],
     build_torch: Callable[[], torch.nn.Module],
-    mapping: Callable[[torch.nn.Module], Params],
     laws: dict[str, Law],
     inits: int,
 ) -> None:
-    """Pool ``inits`` fresh inits of each side; every parameter obeys its law and
-    initjax's samples pass a two-sample KS test against torch's."""
+    """Pool ``inits`` fresh inits of each side (torch's ported into the layer);
+    every parameter obeys its law and initjax's samples pass a two-sample KS
+    test against torch's."""
     ours = [params(build(nnx.Rngs(seed))) for seed in range(inits)]
+    target = build(nnx.Rngs(0))
     theirs = []
     for seed in range(inits):
         torch.manual_seed(1000 + seed)
-        theirs.append(mapping(build_torch()))
+        theirs.append(params(ported(target, build_torch())))
     assert set(ours[0]) == set(theirs[0]) == set(laws), (sorted(ours[0]), sorted(laws))
     for name, law in laws.items():
         x = np.stack([p[name] for p in ours])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -36,12 +37,16 @@ class Case:
     torch_module: Callable[[], torch.nn.Module]
     flax_module: nn.Module
     inputs: tuple  # Flax-layout inputs (numpy), also used for init
-    to_flax: Callable[[Any], dict]  # torch module -> Flax variables
     torch_forward: Callable[[Any, tuple], np.ndarray]  # -> output in Flax layout
     bounds: Callable[[Any], dict[str, float]]  # param path pattern -> torch's uniform bound
     pool: int = 16  # inits pooled for the distribution test
     flax_output: Callable[[Any], Any] = lambda y: y  # -> comparable with torch_forward
     constant_init: bool = False  # torch's init is constant: perturb it for the layout test
+
+    @functools.cached_property
+    def to_flax(self) -> Callable[[torch.nn.Module], dict]:
+        """torch module -> Flax variables, through initjax.port."""
+        return TM.porter(self.flax_module, *self.inputs)
 
 
 def _linear_bounds(m):
@@ -57,7 +62,6 @@ def _conv_case(name, nd, groups, bias=True) -> Case:
         lambda: torch_cls(4, 6, 3, groups=groups, bias=bias),
         L.Conv(6, (3,) * nd, padding="VALID", feature_group_count=groups, use_bias=bias),
         (x,),
-        TM.conv_to_flax,
         lambda m, xs: TM.np32(m(TM.to_torch(xs[0], True)).movedim(1, -1)),
         _linear_bounds,
     )
@@ -86,13 +90,12 @@ def _conv_transpose_case(
             transpose_kernel=transpose_kernel,
         ),
         (x,),
-        lambda m: TM.conv_transpose_to_flax(m, transpose_kernel),
         lambda m, xs: TM.np32(m(TM.to_torch(xs[0], True)).movedim(1, -1)),
         _linear_bounds,
     )
 
 
-def _cell_case(name, torch_cls, flax_cell, params_fn, single_biases=()) -> Case:
+def _cell_case(name, torch_cls, flax_cell, single_biases=()) -> Case:
     """An RNN cell; Flax's carry (c, h) and torch's (h, c) are both compared for LSTM."""
     hidden, n_in = 32, 10
     lstm = torch_cls is torch.nn.LSTMCell
@@ -114,7 +117,6 @@ def _cell_case(name, torch_cls, flax_cell, params_fn, single_biases=()) -> Case:
         lambda: torch_cls(n_in, hidden),
         flax_cell(hidden),
         (carry, randn(3, n_in)),
-        lambda m: {"params": params_fn(m)},
         torch_forward,
         bounds,
         flax_output=lambda y: np.stack(y[0]) if lstm else y[1],
@@ -147,7 +149,6 @@ def _mha_case(name, kdim=None, vdim=None) -> Case:
         lambda: torch.nn.MultiheadAttention(e, heads, kdim=kdim, vdim=vdim, batch_first=True),
         L.MultiHeadDotProductAttention(heads),
         (q, k, v),
-        lambda m: {"params": TM.mha_params(m)},
         forward,
         _mha_bounds,
     )
@@ -189,7 +190,6 @@ CASES = [
         lambda: torch.nn.Linear(48, 40),
         L.Dense(40),
         (randn(3, 48),),
-        TM.linear_to_flax,
         _plain_forward,
         _linear_bounds,
         pool=32,
@@ -199,7 +199,6 @@ CASES = [
         lambda: torch.nn.Bilinear(12, 10, 16),
         L.Bilinear(16),
         (randn(3, 12), randn(3, 10)),
-        TM.bilinear_to_flax,
         _plain_forward,
         lambda m: {
             "kernel": 1 / math.sqrt(m.weight.size(1)),
@@ -212,12 +211,6 @@ CASES = [
         lambda: torch.nn.Linear(42, 12),
         L.DenseGeneral((3, 4), axis=(-2, -1)),
         (randn(3, 6, 7),),
-        lambda m: {
-            "params": {
-                "kernel": TM.np32(m.weight).T.reshape(6, 7, 3, 4),
-                "bias": TM.np32(m.bias).reshape(3, 4),
-            }
-        },
         lambda m, xs: TM.np32(m(torch.from_numpy(xs[0].reshape(3, 42)))).reshape(3, 3, 4),
         _linear_bounds,
         pool=32,
@@ -234,18 +227,16 @@ CASES = [
         lambda: torch.nn.Embedding(500, 64, padding_idx=-3),
         L.Embed(500, 64, padding_idx=-3),
         (np.array([[0, 497, 5], [499, 497, 3]], np.int32),),
-        TM.embedding_to_flax,
         lambda m, xs: TM.np32(m(torch.from_numpy(xs[0]).long())),
         lambda m: {},
         pool=4,
     ),
-    _cell_case("RNNCell", torch.nn.RNNCell, L.SimpleCell, TM.simple_cell_params),
-    _cell_case("LSTMCell", torch.nn.LSTMCell, L.LSTMCell, TM.lstm_cell_params),
+    _cell_case("RNNCell", torch.nn.RNNCell, L.SimpleCell),
+    _cell_case("LSTMCell", torch.nn.LSTMCell, L.LSTMCell),
     _cell_case(
         "GRUCell",
         torch.nn.GRUCell,
         L.GRUCell,
-        TM.gru_cell_params,
         single_biases=("in/bias", "hn/bias"),  # torch's b_in, b_hn stay apart
     ),
     _mha_case("MultiheadAttention"),
@@ -255,7 +246,6 @@ CASES = [
         lambda: torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval(),
         EncoderLayer(32, 4, 64),
         (randn(2, 5, 32),),
-        TM.encoder_layer_to_flax,
         _plain_forward,
         _encoder_bounds,
         pool=8,
@@ -265,7 +255,6 @@ CASES = [
         lambda: torch.nn.LayerNorm(24),
         L.LayerNorm(),
         (0.003 * randn(3, 24),),  # small variance: eps matters
-        lambda m: {"params": TM.norm_params(m)},
         _plain_forward,
         lambda m: {},
         pool=1,
@@ -276,7 +265,6 @@ CASES = [
         lambda: torch.nn.GroupNorm(4, 24),
         L.GroupNorm(4),
         (0.003 * randn(3, 5, 5, 24),),
-        lambda m: {"params": TM.norm_params(m)},
         lambda m, xs: TM.np32(m(TM.to_torch(xs[0], True)).movedim(1, -1)),
         lambda m: {},
         pool=1,
@@ -287,7 +275,6 @@ CASES = [
         lambda: torch.nn.RMSNorm(24),
         L.RMSNorm(),
         (1e-3 * randn(3, 24),),
-        lambda m: {"params": TM.norm_params(m)},
         _plain_forward,
         lambda m: {},
         pool=1,
@@ -298,7 +285,6 @@ CASES = [
         lambda: torch.nn.BatchNorm2d(6).eval(),
         L.BatchNorm(use_running_average=True),
         (randn(4, 5, 5, 6),),
-        TM.batch_norm_to_flax,
         lambda m, xs: TM.np32(m(TM.to_torch(xs[0], True)).movedim(1, -1)),
         lambda m: {},
         pool=1,
@@ -309,7 +295,6 @@ CASES = [
         torch.nn.PReLU,
         L.PReLU(),
         (randn(3, 8),),
-        TM.prelu_to_flax,
         _plain_forward,
         lambda m: {},
         pool=1,
@@ -379,7 +364,7 @@ def test_torch_weights_give_torch_forward(case: Case):
                 m.running_mean.uniform_(-1.0, 1.0)
                 m.running_var.uniform_(0.5, 2.0)
         expected = case.torch_forward(m, case.inputs)
-    got = case.flax_module.apply(jax.tree.map(jnp.asarray, case.to_flax(m)), *case.inputs)
+    got = case.flax_module.apply(case.to_flax(m), *case.inputs)
     got = np.asarray(case.flax_output(got))
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
 
@@ -388,22 +373,18 @@ def test_torch_weights_give_torch_forward(case: Case):
 
 
 @pytest.mark.parametrize(
-    "torch_cls, cell, params_fn",
-    [
-        (torch.nn.RNN, L.SimpleCell, TM.simple_cell_params),
-        (torch.nn.LSTM, L.LSTMCell, TM.lstm_cell_params),
-        (torch.nn.GRU, L.GRUCell, TM.gru_cell_params),
-    ],
+    "torch_cls, cell",
+    [(torch.nn.RNN, L.SimpleCell), (torch.nn.LSTM, L.LSTMCell), (torch.nn.GRU, L.GRUCell)],
     ids=["RNN", "LSTM", "GRU"],
 )
-def test_sequence_layer_is_rnn_over_cell(torch_cls, cell, params_fn):
+def test_sequence_layer_is_rnn_over_cell(torch_cls, cell):
     torch.manual_seed(0)
     m = torch_cls(10, 16, batch_first=True)
     x = randn(2, 7, 10)
     with torch.no_grad():
         expected = TM.np32(m(torch.from_numpy(x))[0])
     rnn = nn.RNN(cell(16))
-    variables = {"params": {"cell": params_fn(m, "_l0")}}
+    variables = TM.porter(rnn, x)(m)  # torch's *_l0 tensors land under params/cell
     ref = jax.eval_shape(rnn.init, jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, ref) == jax.tree.map(jnp.shape, variables)
     np.testing.assert_allclose(np.asarray(rnn.apply(variables, x)), expected, atol=1e-5, rtol=1e-5)
@@ -413,7 +394,7 @@ def test_optimized_lstm_cell_matches_lstm_cell():
     carry = (randn(3, 16), randn(3, 16))
     x = randn(3, 10)
     torch.manual_seed(0)
-    variables = {"params": TM.lstm_cell_params(torch.nn.LSTMCell(10, 16))}
+    variables = TM.porter(L.LSTMCell(16), carry, x)(torch.nn.LSTMCell(10, 16))
     a = L.LSTMCell(16).apply(variables, carry, x)
     b = L.OptimizedLSTMCell(16).apply(variables, carry, x)
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, atol=1e-6), a, b)
@@ -431,8 +412,8 @@ def test_embedding_padding_row_gets_no_gradient_as_torch():
     with torch.no_grad():
         m.weight[7] = 1.0  # a loaded, non-zero padding row still gets no gradient
     (m(torch.from_numpy(idx)) ** 2).sum().backward()
-    variables = jax.tree.map(jnp.asarray, TM.embedding_to_flax(m))
     layer = L.Embed(8, 4, padding_idx=-1)
+    variables = TM.porter(layer, idx)(m)
     grad = jax.grad(lambda v: (layer.apply(v, idx) ** 2).sum())(variables)
     np.testing.assert_allclose(grad["params"]["embedding"], TM.np32(m.weight.grad), atol=1e-6)
     np.testing.assert_allclose(
@@ -447,8 +428,8 @@ def test_batch_norm_train_updates_running_stats_as_torch():
     with torch.no_grad():
         m.weight.uniform_(0.5, 1.5)
         m.bias.uniform_(-1, 1)
-    variables = jax.tree.map(jnp.asarray, TM.batch_norm_to_flax(m))
     layer = L.BatchNorm()
+    variables = TM.porter(layer, np.zeros((2, 3, 3, 6), np.float32), False)(m)
     for step in range(2):
         x = 3 + 2 * randn(2, 3, 3, 6)  # n = 18 per channel: the n/(n-1) factor shows
         expected = TM.np32(m(TM.to_torch(x, True)).movedim(1, -1))
@@ -465,6 +446,34 @@ def test_batch_norm_train_updates_running_stats_as_torch():
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         layer.apply(variables, x[:1, :1, :1], use_running_average=False, mutable=["batch_stats"])
+
+
+def test_batch_norm_counts_mask_and_axis_name_values():
+    """n is the number of values the statistics use: torch on exactly those values."""
+    x = 1 + 2 * randn(8, 6)
+    keep = np.arange(8) % 3 != 0  # 5 of 8 rows
+    layer = L.BatchNorm(use_running_average=False)
+    variables = layer.init(jax.random.key(0), x)
+    t = torch.nn.BatchNorm1d(6)
+    expected = TM.np32(t(torch.from_numpy(x[keep])))
+    apply = jax.jit(functools.partial(layer.apply, mutable=["batch_stats"]))
+    y, updates = apply(variables, x, mask=keep[:, None])
+    np.testing.assert_allclose(np.asarray(y)[keep], expected, atol=1e-5, rtol=1e-5)
+    stats = updates["batch_stats"]
+    np.testing.assert_allclose(stats["mean"], TM.np32(t.running_mean), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stats["var"], TM.np32(t.running_var), rtol=1e-6)
+
+    t = torch.nn.BatchNorm1d(6)
+    expected = TM.np32(t(torch.from_numpy(x)))  # all 8 rows; initjax: 4 devices of 2 rows
+    layer = L.BatchNorm(use_running_average=False, axis_name="devices")
+    apply = functools.partial(layer.apply, variables, mutable=["batch_stats"])
+    step = jax.jit(jax.vmap(apply, axis_name="devices"))
+    y, updates = step(x.reshape(4, 2, 6))
+    np.testing.assert_allclose(np.asarray(y).reshape(8, 6), expected, atol=1e-5, rtol=1e-5)
+    stats = updates["batch_stats"]  # one copy per device, all equal to torch's
+    want = {"mean": TM.np32(t.running_mean), "var": TM.np32(t.running_var)}
+    np.testing.assert_allclose(stats["mean"], np.stack([want["mean"]] * 4), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stats["var"], np.stack([want["var"]] * 4), rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
 """initjax.nnx against live torch.nn: distributions, layouts and Flax machinery.
 
 1. Distribution: pooled fresh inits of each initjax layer and of the torch
-   module (carried into the Flax layout by the documented mapping) obey
-   torch's bound/std and pass a two-sample KS test against each other.
-2. Layout: torch's own weights, loaded through the same mapping, give torch's
-   forward pass (float32).
+   module (ported into the layer by ``initjax.port``) obey torch's bound/std
+   and pass a two-sample KS test against each other.
+2. Layout: torch's own weights, loaded through ``initjax.port``, give torch's
+   forward pass (float32); this also checks the port rules against live torch.
 3. Machinery: eval_shape, split/merge, jit'd construction, dtypes, sharding
    metadata, user initializers, argument checks, creation order.
 """
@@ -27,9 +27,9 @@ from _stats import assert_same_distribution
 from _nnx_helpers import (
     check_distribution,
     const,
-    load,
     normal,
     params,
+    ported,
     split,
     t2n,
     to_channels_first,
@@ -41,123 +41,7 @@ from _nnx_helpers import (
 
 ATOL = 2e-5
 
-# ---------------------------------------------------------------- mappings ---
-# torch module -> {"a/b": array in the initjax layer's Flax layout}; the same
-# mappings the class docstrings state.
-
-
-def linear_map(t):
-    out = {"kernel": t2n(t.weight).T}
-    if t.bias is not None:
-        out["bias"] = t2n(t.bias)
-    return out
-
-
-def bilinear_map(t):
-    return {"kernel": t2n(t.weight).transpose(1, 2, 0), "bias": t2n(t.bias)}
-
-
-def conv_map(t):
-    w = t2n(t.weight)  # (out, in/g, *k)
-    out = {"kernel": w.transpose(tuple(range(2, w.ndim)) + (1, 0))}
-    if t.bias is not None:
-        out["bias"] = t2n(t.bias)
-    return out
-
-
-def conv_transpose_map(t, transpose_kernel):
-    w = t2n(t.weight)  # (in, out/g, *k)
-    n, g, cin = w.ndim - 2, t.groups, w.shape[0]
-    if transpose_kernel:  # (*k, out/g, in)
-        kernel = w.transpose(tuple(range(2, w.ndim)) + (1, 0))
-    else:  # (*k, in/g, out), spatially flipped
-        wg = np.flip(w.reshape((g, cin // g) + w.shape[1:]), axis=tuple(range(3, 3 + n)))
-        kernel = wg.transpose(tuple(range(3, 3 + n)) + (1, 0, 2)).reshape(
-            w.shape[2:] + (cin // g, g * w.shape[1])
-        )
-    return {"kernel": kernel, "bias": t2n(t.bias)}
-
-
-def _rnn_weights(t, suffix):
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    return [t2n(getattr(t, f"{n}{suffix}")) for n in names]
-
-
-def rnn_cell_map(t, suffix=""):
-    w_ih, w_hh, b_ih, b_hh = _rnn_weights(t, suffix)
-    return {"dense_i/kernel": w_ih.T, "dense_h/kernel": w_hh.T, "dense_i/bias": b_ih + b_hh}
-
-
 LSTM_GATES = (("ii", "hi"), ("if_", "hf"), ("ig", "hg"), ("io", "ho"))  # torch's (i, f, g, o)
-
-
-def lstm_cell_map(t, suffix=""):
-    w_ih, w_hh, b_ih, b_hh = _rnn_weights(t, suffix)
-    h = w_hh.shape[1]
-    out = {}
-    for j, (i_name, h_name) in enumerate(LSTM_GATES):
-        rows = slice(j * h, (j + 1) * h)
-        out[f"{i_name}/kernel"] = w_ih[rows].T
-        out[f"{h_name}/kernel"] = w_hh[rows].T
-        out[f"{h_name}/bias"] = b_ih[rows] + b_hh[rows]
-    return out
-
-
-def optimized_lstm_cell_map(t, suffix=""):
-    w_ih, w_hh, b_ih, b_hh = _rnn_weights(t, suffix)
-    return {"dense_i/kernel": w_ih.T, "dense_h/kernel": w_hh.T, "dense_h/bias": b_ih + b_hh}
-
-
-def gru_cell_map(t, suffix=""):
-    w_ih, w_hh, b_ih, b_hh = _rnn_weights(t, suffix)
-    h2 = 2 * w_hh.shape[1]
-    return {
-        "dense_i/kernel": w_ih.T,
-        "dense_h/kernel": w_hh.T,
-        "dense_i/bias": np.concatenate([b_ih[:h2] + b_hh[:h2], b_ih[h2:]]),
-        "bias_hn": b_hh[h2:],
-    }
-
-
-def sequence_map(cell_map):
-    """torch.nn.RNN/LSTM/GRU (one layer) -> nnx.RNN(cell): params under ``cell/``."""
-    return lambda t: {f"cell/{k}": v for k, v in cell_map(t, "_l0").items()}
-
-
-def mha_map(t):
-    e, h = t.embed_dim, t.num_heads
-    if t._qkv_same_embed_dim:
-        weights = np.split(t2n(t.in_proj_weight), 3)
-    else:
-        weights = [t2n(t.q_proj_weight), t2n(t.k_proj_weight), t2n(t.v_proj_weight)]
-    out = {}
-    for name, w, b in zip(("query", "key", "value"), weights, np.split(t2n(t.in_proj_bias), 3)):
-        out[f"{name}/kernel"] = w.T.reshape(w.shape[1], h, e // h)
-        out[f"{name}/bias"] = b.reshape(h, e // h)
-    out["out/kernel"] = t2n(t.out_proj.weight).T.reshape(h, e // h, e)
-    out["out/bias"] = t2n(t.out_proj.bias)
-    return out
-
-
-def embedding_map(t):
-    return {"embedding": t2n(t.weight)}
-
-
-def norm_map(t):
-    return {"scale": t2n(t.weight), "bias": t2n(t.bias)}
-
-
-def prefixed(**parts):
-    """Compose mappings of submodules: ``prefixed(linear1=linear_map)``."""
-
-    def mapping(t):
-        return {
-            f"{name}/{k}": v
-            for name, sub in parts.items()
-            for k, v in sub(getattr(t, name)).items()
-        }
-
-    return mapping
 
 
 class EncoderLayer(nnx.Module):
@@ -174,10 +58,6 @@ class EncoderLayer(nnx.Module):
         x = self.norm1(x + self.self_attn(x))
         return self.norm2(x + self.linear2(nnx.relu(self.linear1(x))))
 
-
-encoder_map = prefixed(
-    self_attn=mha_map, linear1=linear_map, linear2=linear_map, norm1=norm_map, norm2=norm_map
-)
 
 # ------------------------------------------------------------ distribution ---
 
@@ -199,49 +79,42 @@ DISTRIBUTION_CASES = {
     "Linear": (
         lambda r: inn.Linear(200, 512, rngs=r),
         lambda: torch.nn.Linear(200, 512),
-        linear_map,
         {"kernel": uniform(_k(200)), "bias": uniform(_k(200))},
         16,
     ),
     "Bilinear": (
         lambda r: inn.Bilinear(16, 12, 64, rngs=r),
         lambda: torch.nn.Bilinear(16, 12, 64),
-        bilinear_map,
         {"kernel": uniform(_k(16)), "bias": uniform(_k(16))},
         32,
     ),
     "Conv1d": (
         lambda r: inn.Conv(16, 64, 5, rngs=r),
         lambda: torch.nn.Conv1d(16, 64, 5),
-        conv_map,
         {"kernel": uniform(_k(16 * 5)), "bias": uniform(_k(16 * 5))},
         32,
     ),
     "Conv2d-groups": (
         lambda r: inn.Conv(16, 64, (3, 3), feature_group_count=4, rngs=r),
         lambda: torch.nn.Conv2d(16, 64, 3, groups=4),
-        conv_map,
         {"kernel": uniform(_k(4 * 9)), "bias": uniform(_k(4 * 9))},
         32,
     ),
     "Conv3d-nobias": (
         lambda r: inn.Conv(8, 16, (3, 3, 3), use_bias=False, rngs=r),
         lambda: torch.nn.Conv3d(8, 16, 3, bias=False),
-        conv_map,
         {"kernel": uniform(_k(8 * 27))},
         4,
     ),
     "ConvTranspose1d": (
         lambda r: inn.ConvTranspose(16, 64, 5, rngs=r),
         lambda: torch.nn.ConvTranspose1d(16, 64, 5),
-        lambda t: conv_transpose_map(t, False),
         {"kernel": uniform(_k(64 * 5)), "bias": uniform(_k(64 * 5))},
         32,
     ),
     "ConvTranspose2d-groups": (
         lambda r: inn.ConvTranspose(16, 64, (3, 3), feature_group_count=4, rngs=r),
         lambda: torch.nn.ConvTranspose2d(16, 64, 3, groups=4),
-        lambda t: conv_transpose_map(t, False),
         {"kernel": uniform(_k(16 * 9)), "bias": uniform(_k(16 * 9))},
         32,
     ),
@@ -250,35 +123,30 @@ DISTRIBUTION_CASES = {
             16, 64, (3, 3), feature_group_count=4, transpose_kernel=True, rngs=r
         ),
         lambda: torch.nn.ConvTranspose2d(16, 64, 3, groups=4),
-        lambda t: conv_transpose_map(t, True),
         {"kernel": uniform(_k(16 * 9)), "bias": uniform(_k(16 * 9))},
         32,
     ),
     "ConvTranspose3d": (
         lambda r: inn.ConvTranspose(8, 16, (3, 3, 3), rngs=r),
         lambda: torch.nn.ConvTranspose3d(8, 16, 3),
-        lambda t: conv_transpose_map(t, False),
         {"kernel": uniform(_k(16 * 27)), "bias": uniform(_k(16 * 27))},
         64,
     ),
     "Embedding-padding_idx": (
         lambda r: inn.Embed(200, 64, padding_idx=-3, rngs=r),
         lambda: torch.nn.Embedding(200, 64, padding_idx=-3),
-        embedding_map,
         {"embedding": zero_row(197, normal(1.0))},
         4,
     ),
     "RNNCell": (
         lambda r: inn.SimpleCell(10, H, rngs=r),
         lambda: torch.nn.RNNCell(10, H),
-        rnn_cell_map,
         _rnn_laws(["dense_i/kernel", "dense_h/kernel"], ["dense_i/bias"], H),
         32,
     ),
     "LSTMCell": (
         lambda r: inn.LSTMCell(10, H, rngs=r),
         lambda: torch.nn.LSTMCell(10, H),
-        lstm_cell_map,
         _rnn_laws(
             [f"{n}/kernel" for pair in LSTM_GATES for n in pair],
             [f"{h}/bias" for _, h in LSTM_GATES],
@@ -289,14 +157,12 @@ DISTRIBUTION_CASES = {
     "LSTMCell-optimized": (
         lambda r: inn.OptimizedLSTMCell(10, H, rngs=r),
         lambda: torch.nn.LSTMCell(10, H),
-        optimized_lstm_cell_map,
         _rnn_laws(["dense_i/kernel", "dense_h/kernel"], ["dense_h/bias"], H),
         16,
     ),
     "GRUCell": (
         lambda r: inn.GRUCell(10, H, rngs=r),
         lambda: torch.nn.GRUCell(10, H),
-        gru_cell_map,
         {
             **_rnn_laws(["dense_i/kernel", "dense_h/kernel", "bias_hn"], [], H),
             "dense_i/bias": split((2 * H, H), (triangular(_k(H)), uniform(_k(H)))),
@@ -306,7 +172,6 @@ DISTRIBUTION_CASES = {
     "GRU": (
         lambda r: nnx.RNN(inn.GRUCell(10, H, rngs=r)),
         lambda: torch.nn.GRU(10, H, batch_first=True),
-        sequence_map(gru_cell_map),
         {
             **_rnn_laws(["cell/dense_i/kernel", "cell/dense_h/kernel", "cell/bias_hn"], [], H),
             "cell/dense_i/bias": split((2 * H, H), (triangular(_k(H)), uniform(_k(H)))),
@@ -316,7 +181,6 @@ DISTRIBUTION_CASES = {
     "MultiheadAttention": (
         lambda r: inn.MultiHeadAttention(8, 64, rngs=r),
         lambda: torch.nn.MultiheadAttention(64, 8),
-        mha_map,
         {
             **{f"{p}/kernel": uniform(XAVIER_FUSED) for p in ("query", "key", "value")},
             "out/kernel": uniform(_k(64)),
@@ -327,7 +191,6 @@ DISTRIBUTION_CASES = {
     "MultiheadAttention-kdim": (
         lambda r: inn.MultiHeadAttention(8, 64, in_kv_features=32, rngs=r),
         lambda: torch.nn.MultiheadAttention(64, 8, kdim=32, vdim=32),
-        mha_map,
         {
             "query/kernel": uniform(math.sqrt(6 / (64 + 64))),
             "key/kernel": uniform(math.sqrt(6 / (64 + 32))),
@@ -340,7 +203,6 @@ DISTRIBUTION_CASES = {
     "TransformerEncoderLayer": (
         lambda r: EncoderLayer(64, 4, 128, rngs=r),
         lambda: torch.nn.TransformerEncoderLayer(64, 4, 128),
-        encoder_map,
         {
             **{f"self_attn/{p}/kernel": uniform(XAVIER_FUSED) for p in ("query", "key", "value")},
             "self_attn/out/kernel": uniform(_k(64)),
@@ -357,35 +219,30 @@ DISTRIBUTION_CASES = {
     "LayerNorm": (
         lambda r: inn.LayerNorm(32, rngs=r),
         lambda: torch.nn.LayerNorm(32),
-        norm_map,
         {"scale": const(1.0), "bias": const(0.0)},
         1,
     ),
     "GroupNorm": (
         lambda r: inn.GroupNorm(32, num_groups=4, rngs=r),
         lambda: torch.nn.GroupNorm(4, 32),
-        norm_map,
         {"scale": const(1.0), "bias": const(0.0)},
         1,
     ),
     "BatchNorm2d": (
         lambda r: inn.BatchNorm(32, rngs=r),
         lambda: torch.nn.BatchNorm2d(32),
-        norm_map,
         {"scale": const(1.0), "bias": const(0.0)},
         1,
     ),
     "RMSNorm": (
         lambda r: inn.RMSNorm(32, rngs=r),
         lambda: torch.nn.RMSNorm(32),
-        lambda t: {"scale": t2n(t.weight)},
         {"scale": const(1.0)},
         1,
     ),
     "PReLU": (
         lambda r: inn.PReLU(),
         lambda: torch.nn.PReLU(),
-        lambda t: {"negative_slope": t2n(t.weight)[0]},
         {"negative_slope": const(0.25)},
         1,
     ),
@@ -410,27 +267,25 @@ def _close(ours, theirs, atol=ATOL):
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=atol, rtol=1e-5)
 
 
-def _ported(build, t, mapping):
-    m = build(nnx.Rngs(0))
-    load(m, mapping(t))
-    return m
+def _ported(build, t):
+    """A layer built with ``build`` holding torch module ``t``'s weights (through initjax.port)."""
+    return ported(build(nnx.Rngs(0)), t)
 
 
 def test_linear_and_bilinear_forward():
     t = torch.nn.Linear(20, 7)
     x = torch.randn(3, 5, 20)
-    m = _ported(lambda r: inn.Linear(20, 7, rngs=r), t, linear_map)
+    m = _ported(lambda r: inn.Linear(20, 7, rngs=r), t)
     _close(m(jnp.asarray(t2n(x))), t2n(t(x)))
     t = torch.nn.Bilinear(6, 5, 4)
     x1, x2 = torch.randn(3, 6), torch.randn(3, 5)
-    m = _ported(lambda r: inn.Bilinear(6, 5, 4, rngs=r), t, bilinear_map)
+    m = _ported(lambda r: inn.Bilinear(6, 5, 4, rngs=r), t)
     _close(m(jnp.asarray(t2n(x1)), jnp.asarray(t2n(x2))), t2n(t(x1, x2)))
 
 
 def test_linear_general_is_linear_over_axes():
     t = torch.nn.Linear(12, 10)
-    m = inn.LinearGeneral((3, 4), (2, 5), axis=(-2, -1), rngs=nnx.Rngs(0))
-    load(m, {"kernel": t2n(t.weight).T.reshape(3, 4, 2, 5), "bias": t2n(t.bias).reshape(2, 5)})
+    m = _ported(lambda r: inn.LinearGeneral((3, 4), (2, 5), axis=(-2, -1), rngs=r), t)
     x = torch.randn(6, 3, 4)
     _close(m(jnp.asarray(t2n(x))).reshape(6, 10), t2n(t(x.reshape(6, 12))))
 
@@ -443,7 +298,7 @@ def test_linear_general_batch_axis_is_independent_linears():
     ours = np.stack([params(build(seed))["kernel"] for seed in range(2)])
     assert ours.shape == (2, 8, 64, 32)
     torch.manual_seed(0)
-    theirs = np.stack([linear_map(torch.nn.Linear(64, 32))["kernel"] for _ in range(16)])
+    theirs = np.stack([t2n(torch.nn.Linear(64, 32).weight).T for _ in range(16)])
     law = uniform(_k(64))
     law(theirs, "torch kernel")
     law(ours, "initjax kernel")
@@ -466,7 +321,6 @@ def test_conv_forward(n, cin, cout, k, s, p, d, g, bias):
             feature_group_count=g, use_bias=bias, rngs=r,
         ),
         t,
-        conv_map,
     )
     x = torch.randn((2, cin) + (9,) * n)
     _close(to_channels_first(m(to_channels_last(x))), t2n(t(x)))
@@ -490,7 +344,6 @@ def test_conv_transpose_forward(n, cin, cout, k, s, p, op, d, g, transpose_kerne
             feature_group_count=g, transpose_kernel=transpose_kernel, rngs=r,
         ),
         t,
-        lambda t: conv_transpose_map(t, transpose_kernel),
     )
     x = torch.randn((2, cin) + (5,) * n)
     _close(to_channels_first(m(to_channels_last(x))), t2n(t(x)))
@@ -499,9 +352,42 @@ def test_conv_transpose_forward(n, cin, cout, k, s, p, op, d, g, transpose_kerne
     _close(to_channels_first(y[1]), t2n(t(x)))
 
 
+@pytest.mark.parametrize("transpose_kernel", [False, True])
+def test_grouped_conv_transpose_circular_is_flax_per_group(transpose_kernel):
+    """Grouped 'CIRCULAR' (no torch counterpart): group j is flax.nnx.ConvTranspose on its
+    channels; initjax.linen computes the same from the same kernel."""
+    g, cin, cout = 2, 4, 6
+    ci, co = cin // g, cout // g
+    kw = {"padding": "CIRCULAR", "kernel_dilation": (1, 2), "transpose_kernel": transpose_kernel}
+    m = inn.ConvTranspose(cin, cout, (3, 2), (2, 3), feature_group_count=g, rngs=nnx.Rngs(0), **kw)
+    kernel, bias = m.kernel[...], m.bias[...]
+    refs = []
+    for j in range(g):
+        zeros = nnx.initializers.zeros_init()  # overwritten below; cheaper than Flax's init
+        ref = nnx.ConvTranspose(
+            ci, co, (3, 2), (2, 3), kernel_init=zeros, bias_init=zeros, rngs=nnx.Rngs(0), **kw
+        )
+        cols = slice(j * ci, (j + 1) * ci) if transpose_kernel else slice(j * co, (j + 1) * co)
+        ref.kernel[...] = kernel[..., cols]
+        ref.bias[...] = bias[j * co : (j + 1) * co]
+        refs.append(ref)
+    linen = ij.linen.ConvTranspose(cout, (3, 2), (2, 3), feature_group_count=g, **kw)
+
+    @jax.jit  # one compilation instead of many eager ops
+    def outputs(x):
+        per_group = [ref(x[..., j * ci : (j + 1) * ci]) for j, ref in enumerate(refs)]
+        from_linen = linen.apply({"params": {"kernel": kernel, "bias": bias}}, x)
+        return m(x), jnp.concatenate(per_group, axis=-1), from_linen
+
+    x = np.random.default_rng(1).standard_normal((2, 5, 4, cin)).astype(np.float32)
+    y, per_group, from_linen = outputs(x)
+    _close(y, per_group)
+    _close(from_linen, y)
+
+
 def test_embedding_forward_and_padding_gradient():
     t = torch.nn.Embedding(50, 8, padding_idx=-3)
-    m = _ported(lambda r: inn.Embed(50, 8, padding_idx=-3, rngs=r), t, embedding_map)
+    m = _ported(lambda r: inn.Embed(50, 8, padding_idx=-3, rngs=r), t)
     idx = torch.tensor([[1, 47, 3], [47, 0, 49]])
     c = torch.randn(2, 3, 8)
     (t(idx) * c).sum().backward()
@@ -518,32 +404,27 @@ def test_rnn_cells_one_step():
     xj, hj, cj = (jnp.asarray(t2n(a)) for a in (x, h, c))
     for nonlinearity, act in (("tanh", nnx.tanh), ("relu", nnx.relu)):
         t = torch.nn.RNNCell(10, 16, nonlinearity=nonlinearity)
-        m = _ported(lambda r: inn.SimpleCell(10, 16, activation_fn=act, rngs=r), t, rnn_cell_map)
+        m = _ported(lambda r: inn.SimpleCell(10, 16, activation_fn=act, rngs=r), t)
         _close(m(hj, xj)[1], t2n(t(x, h)))
     t = torch.nn.LSTMCell(10, 16)
     h_t, c_t = t(x, (h, c))
-    lstms = ((inn.LSTMCell, lstm_cell_map), (inn.OptimizedLSTMCell, optimized_lstm_cell_map))
-    for cls, mapping in lstms:
-        m = _ported(lambda r: cls(10, 16, rngs=r), t, mapping)
+    for cls in (inn.LSTMCell, inn.OptimizedLSTMCell):
+        m = _ported(lambda r: cls(10, 16, rngs=r), t)
         (c_new, h_new), out = m((cj, hj), xj)
         _close(c_new, t2n(c_t))
         _close(h_new, t2n(h_t))
     t = torch.nn.GRUCell(10, 16)
-    m = _ported(lambda r: inn.GRUCell(10, 16, rngs=r), t, gru_cell_map)
+    m = _ported(lambda r: inn.GRUCell(10, 16, rngs=r), t)
     _close(m(hj, xj)[1], t2n(t(x, h)))
 
 
 @pytest.mark.parametrize(
-    "torch_cls,cell,cell_map",
-    [
-        ("RNN", inn.SimpleCell, rnn_cell_map),
-        ("LSTM", inn.OptimizedLSTMCell, optimized_lstm_cell_map),
-        ("GRU", inn.GRUCell, gru_cell_map),
-    ],
+    "torch_cls,cell",
+    [("RNN", inn.SimpleCell), ("LSTM", inn.OptimizedLSTMCell), ("GRU", inn.GRUCell)],
 )
-def test_sequence_modules_via_nnx_rnn(torch_cls, cell, cell_map):
+def test_sequence_modules_via_nnx_rnn(torch_cls, cell):
     t = getattr(torch.nn, torch_cls)(10, 16, batch_first=True)
-    m = _ported(lambda r: nnx.RNN(cell(10, 16, rngs=r)), t, sequence_map(cell_map))
+    m = _ported(lambda r: nnx.RNN(cell(10, 16, rngs=r)), t)
     x = torch.randn(3, 7, 10)
     _close(m(jnp.asarray(t2n(x))), t2n(t(x)[0]))
 
@@ -554,7 +435,6 @@ def test_multihead_attention_forward(kdim):
     m = _ported(
         lambda r: inn.MultiHeadAttention(4, 32, in_kv_features=kdim, decode=False, rngs=r),
         t,
-        mha_map,
     )
     q, kv = torch.randn(2, 5, 32), torch.randn(2, 6, kdim or 32)
     block = torch.rand(5, 6) < 0.3
@@ -567,7 +447,7 @@ def test_multihead_attention_forward(kdim):
 
 def test_transformer_encoder_layer_forward():
     t = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
-    m = _ported(lambda r: EncoderLayer(32, 4, 64, rngs=r), t, encoder_map)
+    m = _ported(lambda r: EncoderLayer(32, 4, 64, rngs=r), t)
     x = torch.randn(2, 5, 32)
     with torch.no_grad():
         want = t(x)
@@ -579,8 +459,8 @@ def test_transformer_encoder_identical_layers_recipe():
     enc = torch.nn.TransformerEncoder(
         torch.nn.TransformerEncoderLayer(16, 2, 32), 3, enable_nested_tensor=False
     )
-    first, last = encoder_map(enc.layers[0]), encoder_map(enc.layers[2])
-    assert all(np.array_equal(first[k], last[k]) for k in first)
+    first, last = enc.layers[0].state_dict(), enc.layers[2].state_dict()
+    assert all(torch.equal(first[k], last[k]) for k in first)
     rngs = nnx.Rngs(0)
     layer = EncoderLayer(16, 2, 32, rngs=rngs)
     clone, fresh = params(nnx.clone(layer)), params(EncoderLayer(16, 2, 32, rngs=rngs))
@@ -597,17 +477,17 @@ def _affine(t):
 
 def test_layer_norm_group_norm_rms_norm_prelu_forward():
     t = _affine(torch.nn.LayerNorm(16))
-    m = _ported(lambda r: inn.LayerNorm(16, rngs=r), t, norm_map)
+    m = _ported(lambda r: inn.LayerNorm(16, rngs=r), t)
     x = torch.randn(3, 16) * 0.003  # eps 1e-5 vs Flax's 1e-6 matters here
     _close(m(jnp.asarray(t2n(x))), t2n(t(x)))
 
     t = _affine(torch.nn.GroupNorm(4, 16))
-    m = _ported(lambda r: inn.GroupNorm(16, num_groups=4, rngs=r), t, norm_map)
+    m = _ported(lambda r: inn.GroupNorm(16, num_groups=4, rngs=r), t)
     x = torch.randn(2, 16, 5, 5) * 0.003
     _close(to_channels_first(m(to_channels_last(x))), t2n(t(x)))
 
     t = torch.nn.RMSNorm(16)
-    m = _ported(lambda r: inn.RMSNorm(16, rngs=r), t, lambda t: {"scale": t2n(t.weight)})
+    m = _ported(lambda r: inn.RMSNorm(16, rngs=r), t)
     x = torch.randn(3, 16) * 1e-3
     _close(m(jnp.asarray(t2n(x))), t2n(t(x)))
 
@@ -631,20 +511,50 @@ def test_layer_norm_variance_is_two_pass_as_torch():
 
 
 def test_batch_norm_train_and_eval():
+    """Train mode: batch statistics, momentum 0.1 and torch's unbiased running var; then eval."""
     t = _affine(torch.nn.BatchNorm2d(6))
-    m = _ported(lambda r: inn.BatchNorm(6, rngs=r), t, norm_map)
-    x = torch.randn(4, 6, 5, 5) * 2 + 1
-    n = 4 * 5 * 5
-    t.train()
-    _close(to_channels_first(m(to_channels_last(x))), t2n(t(x)))  # training mode: batch stats
-    _close(m.mean[...], t2n(t.running_mean))
-    # torch updates running_var with the unbiased batch variance, Flax with the biased one.
-    _close((m.var[...] - 0.9) * n / (n - 1), t2n(t.running_var) - 0.9)
+    m = _ported(lambda r: inn.BatchNorm(6, rngs=r), t)
+    for _ in range(2):
+        x = torch.randn(2, 6, 3, 3) * 2 + 1  # n = 18 per channel: the n/(n-1) factor shows
+        _close(to_channels_first(m(to_channels_last(x))), t2n(t(x)))  # batch stats
+        _close(m.mean[...], t2n(t.running_mean))
+        _close(m.var[...], t2n(t.running_var))
     t.eval()
-    m.var[...] = jnp.asarray(t2n(t.running_var))
     x = torch.randn(4, 6, 5, 5)
     y = m(to_channels_last(x), use_running_average=True)
     _close(to_channels_first(y), t2n(t(x)))
+    t.train()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        t(torch.ones(1, 6, 1, 1))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        m(jnp.ones((1, 1, 1, 6)))
+    _close(m.var[...], t2n(t.running_var))  # the refused step changed nothing
+
+
+def test_batch_norm_counts_mask_and_axis_name_values():
+    """n is the number of values the statistics use: torch on exactly those values."""
+    x = torch.randn(8, 6) * 2 + 1
+    t = torch.nn.BatchNorm1d(6)
+    keep = torch.arange(8) % 3 != 0  # 5 of 8 rows
+    want = t(x[keep])
+    m = inn.BatchNorm(6, rngs=nnx.Rngs(0))
+    y = m(jnp.asarray(t2n(x)), mask=jnp.asarray(t2n(keep))[:, None])
+    _close(np.asarray(y)[t2n(keep)], t2n(want))
+    _close(m.mean[...], t2n(t.running_mean))
+    _close(m.var[...], t2n(t.running_var))
+
+    t = torch.nn.BatchNorm1d(6)
+    want = t(x)  # all 8 rows; initjax sees them as 4 devices of 2 rows each
+    m = inn.BatchNorm(6, axis_name="devices", rngs=nnx.Rngs(0))
+
+    @nnx.vmap(in_axes=(None, 0), out_axes=0, axis_name="devices")
+    def step(m, x):
+        return m(x)
+
+    y = step(m, jnp.asarray(t2n(x)).reshape(4, 2, 6))
+    _close(np.asarray(y).reshape(8, 6), t2n(want))
+    _close(m.mean[...], t2n(t.running_mean))
+    _close(m.var[...], t2n(t.running_var))
 
 
 # --------------------------------------------------------------- machinery ---
@@ -781,12 +691,6 @@ def test_torch_numeric_defaults():
         (lambda: inn.Conv(6, 8, 3, feature_group_count=4, rngs=nnx.Rngs(0)), "in_features=6"),
         (lambda: inn.Conv(8, 6, 3, feature_group_count=4, rngs=nnx.Rngs(0)), "out_features=6"),
         (lambda: inn.ConvTranspose(4, 4, 3, feature_group_count=0, rngs=nnx.Rngs(0)), "positive"),
-        (
-            lambda: inn.ConvTranspose(
-                4, 4, 3, padding="CIRCULAR", feature_group_count=2, rngs=nnx.Rngs(0)
-            ),
-            "CIRCULAR",
-        ),
         (lambda: inn.Embed(5, 2, padding_idx=5, rngs=nnx.Rngs(0)), "padding_idx=5"),
         (lambda: inn.Embed(5, 2, padding_idx=-6, rngs=nnx.Rngs(0)), "padding_idx=-6"),
         (lambda: inn.Bilinear(0, 2, 3, rngs=nnx.Rngs(0)), "in1_features"),

@@ -212,8 +212,8 @@ def test_cnn_nnx_train_and_eval(tmp_path):
     tm.train()
     fm.train()
     np.testing.assert_allclose(fm(x), _nhwc(tm(_nchw(x))), **TOL)
-    # initjax.nnx.BatchNorm keeps Flax's biased running-variance update (documented)
     np.testing.assert_allclose(fm.bn.mean[...], _np(tm.bn.running_mean), **TOL)
+    np.testing.assert_allclose(fm.bn.var[...], _np(tm.bn.running_var), **TOL)
 
 
 # --------------------------------------------------------------- LSTM / GRU ---
