@@ -8,12 +8,18 @@ exactly 2**24 possible inputs and can be checked on all of them:
    once (cheap); here every input is also run with an exact, round-to-odd fma
    (``initjax.replay._fp.fma32``). Zero mismatches proves the shortcut on the
    whole domain.
-2. ``replay vs torch`` (needs torch): every ``k`` is injected into torch's own
+2. ``compiled vs numpy``: the XLA kernels that replay runs for large fills
+   (``initjax.replay._xla``) against the numpy model: every ``k`` on both
+   Box-Muller lanes, and every ``k`` through the uniform kernels (fused and
+   DEFAULT rounding). Also the smallest nonzero ``r``, ``|sin|`` and ``|cos|``
+   the model produces, which bound how close to the subnormals an output gets
+   (XLA's CPU backend flushes those to zero).
+3. ``replay vs torch`` (needs torch): every ``k`` is injected into torch's own
    ``normal_`` through ``torch.set_rng_state`` (untempered state words with
    ``left = 624, next = 0``), on both Box-Muller lanes, and torch's outputs are
    compared bit for bit with the replay model of the running kernel.
 
-Prints a markdown table. Takes a few minutes on one core.
+Prints a markdown table. Takes under a minute on one core.
 
     python benchmarks/replay_exhaustive.py            # everything
     python benchmarks/replay_exhaustive.py --bits 20  # a 2**20 subset, quick
@@ -28,7 +34,7 @@ import time
 
 import numpy as np
 
-from initjax.replay import _avx, _glibc
+from initjax.replay import _avx, _glibc, _xla, ops
 from initjax.replay._mt import N, temper
 
 _TEMPER = (
@@ -63,6 +69,52 @@ def check_fma(ks: np.ndarray) -> tuple[int, int]:
         for a, b in zip(_avx.sincos256(theta), _avx.sincos256(theta, fma=_avx.fma_exact)):
             bad_trig += int(np.count_nonzero(a.view(np.uint32) != b.view(np.uint32)))
     return bad_log, bad_trig
+
+
+def both_lanes(ks: np.ndarray) -> np.ndarray:
+    """Raw words, blocks of 16, that put every k on the log lanes and on the angle lanes."""
+    k = np.concatenate([ks, np.zeros((-ks.size) % 8, dtype=ks.dtype)])
+    lanes = k.reshape(-1, 8)
+    return np.concatenate([lanes, lanes[::-1]], axis=1).astype(np.uint32).ravel()
+
+
+def check_compiled(ks: np.ndarray) -> list[tuple[str, int, int]]:
+    """Mismatches of the compiled kernels against the numpy model: (kernel, compared, bad)."""
+    rows = []
+    chunk = _xla.BUCKETS[-1]
+    words = both_lanes(ks)
+    for std in (1.0, float(np.float32(0.02))):
+        bad = 0
+        for start in range(0, words.size, chunk):
+            w = words[start : start + chunk]
+            got = np.empty(w.size, dtype=np.float32)
+            _xla.box_muller(got, lambda m, w=w: w[:m], std)
+            want = ops._box_muller_f32(True, 0.0, std, (w & 0xFFFFFF).reshape(-1, 16)).ravel()
+            bad += int(np.count_nonzero(got.view(np.uint32) != want.view(np.uint32)))
+        rows.append((f"Box-Muller (both lanes, std {std:.3g})", words.size, bad))
+    words = ks.astype(np.uint32)
+    for fused, (lo, span) in [(True, (-0.05, 0.1)), (False, (-0.05, 0.1)), (False, (0.1, 0.25))]:
+        lo, span = np.float32(lo), np.float32(span)
+        reference = ops._uniform_exact_sum if fused else ops._uniform_unfused
+        bad = 0
+        for start in range(0, words.size, chunk):
+            w = words[start : start + chunk]
+            got = np.empty(w.size, dtype=np.float32)
+            _xla.uniform(got, lambda m, w=w: w[:m], lo, span, fused)
+            want = reference(lo, span, w)
+            bad += int(np.count_nonzero(got.view(np.uint32) != want.view(np.uint32)))
+        name = "fused" if fused else "DEFAULT"
+        rows.append((f"uniform {name}, lo {lo:g}, span {span:g}", words.size, bad))
+    return rows
+
+
+def smallest_nonzero(ks: np.ndarray) -> tuple[float, float, float]:
+    """The smallest nonzero r = sqrt(-2 log u1), |sin| and |cos| of the AVX model."""
+    u1 = (16777216 - ks).astype(np.float32) * np.float32(2.0**-24)
+    theta = ks.astype(np.float32) * (_avx.TWO_PI_F32 * np.float32(2.0**-24))
+    radius = np.sqrt(_avx.log256(u1) * np.float32(-2.0))
+    sin_t, cos_t = _avx.sincos256(theta)
+    return tuple(float(np.abs(v[v != 0]).min()) for v in (radius, sin_t, cos_t))
 
 
 def replay_blocks(k: np.ndarray, fused: bool) -> np.ndarray:
@@ -148,6 +200,19 @@ def main() -> None:
             None,
         )
     )
+    if _xla.available():
+        t0 = time.perf_counter()
+        compiled = check_compiled(ks)
+        secs = time.perf_counter() - t0
+        for i, (name, count, bad) in enumerate(compiled):
+            rows.append((f"compiled (XLA) vs numpy model: {name}", count, bad, None if i else secs))
+        r, s, c = smallest_nonzero(ks)
+        print(
+            f"smallest nonzero r {r:.3g} (2**{np.log2(r):.1f}), |sin| {s:.3g} "
+            f"(2**{np.log2(s):.1f}), |cos| {c:.3g} (2**{np.log2(c):.1f}): "
+            f"|r * trig| >= 2**{np.floor(np.log2(r) + np.log2(min(s, c))):.0f} when nonzero "
+            "(over the inputs checked)\n"
+        )
     try:
         t0 = time.perf_counter()
         compared, bad, cap = check_torch(ks)
@@ -172,9 +237,7 @@ def main() -> None:
             time.perf_counter() - t0,
         )
     )
-    print(
-        f"inputs: {'all 2**24' if args.bits >= 24 else f'2**{args.bits} random'} 24-bit draws\n"
-    )
+    print(f"inputs: {'all 2**24' if args.bits >= 24 else f'2**{args.bits} random'} 24-bit draws\n")
     print("| check | values compared | mismatches | seconds |")
     print("|---|---:|---:|---:|")
     for name, count, bad, secs in rows:

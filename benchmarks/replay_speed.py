@@ -12,19 +12,28 @@ arrays (allocation included), torch and replay side by side in one process:
   zero (Hugging Face's GPT-2 init). Replay: ``replay.normal_`` (the
   Box-Muller fill path).
 
-Prints a markdown table: median seconds, parameters per second, and the
-throughput ratio replay / torch (the goal is >= 0.5). ``replay 1 thread``
-disables the replay's worker threads (its MT19937 stream is sequential either
-way, as torch's is; torch's init kernels run on one thread).
+Every replayed array is first checked bit-exact against torch. Then, per
+repetition, torch and replay run alternately (so that a change in machine
+load hits both) and the table reports medians: torch, replay warm (its XLA
+kernels compiled), replay's first call in a fresh process (compiling and
+checking its kernels), and replay with the compiled kernels switched off (the
+numpy transforms). ``replay / torch`` is the throughput ratio, warm (the goal
+is >= 0.5); the CPU columns repeat it in process CPU time (all threads), which
+on a shared machine measures the work where wall time also measures the load.
+A second table gives nanoseconds per element of the two fill ops on one
+(3072, 768) float32 tensor. The load average is printed before and after.
 
-    python benchmarks/replay_speed.py [--reps 3]
+    python benchmarks/replay_speed.py [--reps 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as H  # noqa: E402
 
 from initjax import replay  # noqa: E402
-from initjax.replay import ops  # noqa: E402
+from initjax.replay import _xla, ops  # noqa: E402
 
 VOCAB, CONTEXT, LAYERS, WIDTH = 50257, 1024, 12, 768
 
@@ -102,14 +111,57 @@ def replay_gpt2_init():
     return params
 
 
-def median_seconds(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
+INITS = {
+    "torch defaults": (torch_defaults, replay_defaults),
+    "GPT-2 init, normal(0, 0.02)": (torch_gpt2_init, replay_gpt2_init),
+}
+
+
+def numpy_path(fn):
+    """``fn`` with replay's compiled kernels switched off."""
+
+    def run():
+        saved, ops._XLA_MIN = ops._XLA_MIN, math.inf
+        try:
+            return fn()
+        finally:
+            ops._XLA_MIN = saved
+
+    return run
+
+
+def alternating_medians(fns, reps: int) -> list[tuple[float, float]]:
+    """Median (wall, CPU) seconds of each callable: one warm-up each, then ``reps`` rounds.
+
+    CPU seconds are the process's (every thread's, XLA's included): on a shared
+    machine they measure the work, where wall time also measures the load.
+    """
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = [([], []) for _ in fns]
+    for _ in range(reps):
+        for fn, (wall, cpu) in zip(fns, times):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()  # the result is dropped: every run allocates afresh
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return [(statistics.median(wall), statistics.median(cpu)) for wall, cpu in times]
+
+
+def first_call_seconds(name: str) -> float:
+    """One replay run in a fresh process: XLA compiles and kernel checks included."""
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); import replay_speed as R; "
+        "fn = R.INITS[sys.argv[2]][1]; t = time.perf_counter(); fn(); "
+        "print(time.perf_counter() - t)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).resolve().parent), name],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.split()[-1])
 
 
 def check_same(torch_params, replay_params) -> bool:
@@ -119,15 +171,40 @@ def check_same(torch_params, replay_params) -> bool:
     )
 
 
+def per_element_rows(reps: int) -> list[list[str]]:
+    shape, n = (3072, 768), 3072 * 768
+    gen = replay.TorchGenerator(0)
+    t = torch.empty(shape)
+    ops_ = [
+        ("uniform_(-0.1, 0.1)", t.uniform_, replay.uniform_, (-0.1, 0.1)),
+        ("normal_(0, 0.02)", t.normal_, replay.normal_, (0.0, 0.02)),
+    ]
+    rows = []
+    for name, t_op, r_op, params in ops_:
+        t_fn = functools.partial(t_op, *params)
+        r_fn = functools.partial(r_op, gen, shape, *params)
+        (t, t_cpu), (r, r_cpu), (r_np, _) = alternating_medians(
+            [t_fn, r_fn, numpy_path(r_fn)], reps
+        )
+        ns = [f"{v / n * 1e9:.2f}" for v in (t, r, r_np, t_cpu, r_cpu)]
+        rows.append([name, *ns, f"{t / r:.2f}", f"{t_cpu / r_cpu:.2f}"])
+    ((words, _),) = alternating_medians([lambda: gen.random(n)], reps)
+    rows.append(["MT19937 words alone (numpy)", "", f"{words / n * 1e9:.2f}", "", "", "", "", ""])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     n_params = VOCAB * WIDTH + CONTEXT * WIDTH + sum(o * i + o for o, i in linear_shapes())
     print(H.environment())
+    load_before = os.getloadavg()
+    first = {name: first_call_seconds(name) for name in INITS}
     print(
-        f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-        f"torch threads {torch.get_num_threads()}, replay worker threads {ops._WORKERS}\n"
+        f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, torch threads "
+        f"{torch.get_num_threads()}; replay: compiled kernels {_xla.available()}, "
+        f"chunk {_xla.BUCKETS[-1]} words\n"
     )
     drawn = [
         p for n, p in torch_defaults().named_parameters() if ".ln_" not in n and "ln_f" not in n
@@ -136,28 +213,69 @@ def main() -> None:
     assert check_same(torch_gpt2_init(), replay_gpt2_init()), "replay differs from torch"
     print(
         f"GPT-2-small-shaped parameters drawn: {n_params / 1e6:.1f}M (LayerNorms draw nothing); "
-        "replay checked bit-exact against torch first\n"
+        f"replay checked bit-exact against torch first; medians of {args.reps} alternating runs\n"
     )
-    print(
-        "| init | torch s | replay s | replay 1 thread s | torch Mparam/s | replay Mparam/s "
-        "| replay / torch | 1 thread / torch |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    workers = ops._WORKERS
-    for name, t_fn, r_fn in [
-        ("torch defaults", torch_defaults, replay_defaults),
-        ("GPT-2 init, normal(0, 0.02)", torch_gpt2_init, replay_gpt2_init),
-    ]:
-        t = median_seconds(t_fn, args.reps)
-        r = median_seconds(r_fn, args.reps)
-        ops._WORKERS = 1
-        r1 = median_seconds(r_fn, args.reps)
-        ops._WORKERS = workers
-        print(
-            f"| {name} | {t:.3f} | {r:.3f} | {r1:.3f} | {n_params / t / 1e6:.0f} "
-            f"| {n_params / r / 1e6:.0f} "
-            f"| {t / r:.2f} | {t / r1:.2f} |"
+    rows = []
+    for name, (t_fn, r_fn) in INITS.items():
+        (t, t_cpu), (r, r_cpu), (r_np, _) = alternating_medians(
+            [t_fn, r_fn, numpy_path(r_fn)], args.reps
         )
+        rows.append(
+            [
+                name,
+                f"{t:.3f}",
+                f"{r:.3f}",
+                f"{first[name]:.3f}",
+                f"{r_np:.3f}",
+                f"{n_params / t / 1e6:.0f}",
+                f"{n_params / r / 1e6:.0f}",
+                f"**{t / r:.2f}**",
+                f"{t / r_np:.2f}",
+                f"{t_cpu:.3f}",
+                f"{r_cpu:.3f}",
+                f"{t_cpu / r_cpu:.2f}",
+            ]
+        )
+    print(
+        H.markdown(
+            [
+                "init",
+                "torch s",
+                "replay s",
+                "replay first call s",
+                "replay numpy path s",
+                "torch Mparam/s",
+                "replay Mparam/s",
+                "replay / torch",
+                "numpy path / torch",
+                "torch CPU s",
+                "replay CPU s",
+                "replay / torch, CPU",
+            ],
+            rows,
+        )
+    )
+    print("\nPer element, one (3072, 768) float32 tensor (ns, medians):\n")
+    print(
+        H.markdown(
+            [
+                "op",
+                "torch",
+                "replay",
+                "replay numpy path",
+                "torch CPU",
+                "replay CPU",
+                "replay / torch",
+                "replay / torch, CPU",
+            ],
+            per_element_rows(max(args.reps, 7)),
+        )
+    )
+    load_after = os.getloadavg()
+    print(
+        f"\nload average (1, 5, 15 min) before {', '.join(f'{v:.2f}' for v in load_before)}; "
+        f"after {', '.join(f'{v:.2f}' for v in load_after)}; {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":

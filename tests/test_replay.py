@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from initjax import replay
-from initjax.replay import _avx, ops
+from initjax.replay import _avx, _xla, ops
 
 DTYPES = {
     "float32": (np.float32, torch.float32),
@@ -185,6 +185,66 @@ def test_large_fills_cross_chunks_and_threads():
         assert_same_position(gen)
     gen = seeded(2)
     assert_same_bits(replay.uniform_(gen, (n,), -0.05, 0.05), torch.empty(n).uniform_(-0.05, 0.05))
+    assert_same_position(gen)
+
+
+# -------------------------------------------- the compiled (XLA) fill path ---
+
+
+@pytest.mark.parametrize("kind", ["box_muller", "uniform_fused", "uniform"])
+def test_compiled_kernels_pass_their_self_check(kind):
+    # Otherwise replay silently uses numpy, and the tests below test that instead.
+    assert all(ops._compiled_ok(kind, size) for size in _xla.BUCKETS)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_compiled_path_bits_on_small_fills(dtype, monkeypatch):
+    # The compiled kernels take these small fills too (padded to their bucket).
+    monkeypatch.setattr(ops, "_XLA_MIN", 16)
+    np_dtype, t_dtype = DTYPES[dtype]
+    for layout in ("fill16", "tail"):
+        shape, _ = LAYOUTS[layout]
+        for seed, (lo, hi) in zip(SEEDS, [(-0.05, 0.05), (0.1, 0.35), (-3.0, 7.0)]):
+            gen = seeded(seed)
+            t = torch.empty(shape, dtype=t_dtype).uniform_(lo, hi)
+            ours = replay.uniform_(gen, shape, lo, hi, dtype=np_dtype)
+            assert_same_bits(ours, t, f"uniform_ {dtype} {layout} ({lo}, {hi})")
+            assert_same_position(gen)
+        # mean != 0 and a tiny std take the compiled lanes and numpy's fma.
+        for seed, (mean, std) in zip(SEEDS * 2, [(0, 1), (0.5, 2), (0, 0.02), (0, 1e-30)]):
+            gen = seeded(seed)
+            t = torch.empty(shape, dtype=t_dtype).normal_(mean, std)
+            ours = replay.normal_(gen, shape, mean, std, dtype=np_dtype)
+            assert_same_bits(ours, t, f"normal_ {dtype} {layout} ({mean}, {std})")
+            assert_same_position(gen)
+
+
+def test_a_kernel_that_fails_its_check_falls_back_to_numpy(monkeypatch):
+    def wrong(out, draw, std):  # a "compiled kernel" that rounds differently
+        out[:] = np.float32(std) * 0.5
+
+    ops._compiled_ok.cache_clear()
+    try:
+        monkeypatch.setattr(_xla, "box_muller", wrong)
+        with pytest.warns(RuntimeWarning, match="using the numpy path"):
+            assert not ops._compiled_ok("box_muller", _xla.BUCKETS[0])
+        gen = seeded(4)
+        ours = replay.normal_(gen, (_xla.BUCKETS[0],), 0.0, 0.02)
+        assert_same_bits(ours, torch.empty(_xla.BUCKETS[0]).normal_(0.0, 0.02))
+        assert_same_position(gen)
+    finally:
+        ops._compiled_ok.cache_clear()
+
+
+def test_compiled_path_crosses_chunks_and_buckets():
+    # A full chunk, then a part padded to a smaller bucket, then a tail block.
+    n = _xla.BUCKETS[-1] + _xla.BUCKETS[0] + 21
+    gen = seeded(3)
+    assert_same_bits(replay.normal_(gen, (n,), 0.0, 0.02), torch.empty(n).normal_(0.0, 0.02))
+    assert_same_position(gen)
+    t = torch.empty(n, dtype=torch.bfloat16).uniform_(-1.0, 1.0)
+    ours = replay.uniform_(gen, (n,), -1.0, 1.0, dtype=ml_dtypes.bfloat16)
+    assert_same_bits(ours, t)
     assert_same_position(gen)
 
 

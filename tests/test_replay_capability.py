@@ -32,6 +32,7 @@ CASES = [
     ("kaiming_uniform_", (30, 20), False, (math.sqrt(5),)),
     ("xavier_normal_", (30, 20), False, ()),
     ("trunc_normal_", (40, 25), False, (0.0, 0.02)),
+    ("uniform_", (300, 100), False, (-0.05, 0.05)),  # large: the compiled kernel
 ]
 DTYPES = {
     "float32": np.float32,

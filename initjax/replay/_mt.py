@@ -7,6 +7,9 @@ Seeding (``init_genrand``) leaves ``left = 1, next = 0``, so the first draw
 twists. The words between twists are standard MT19937, which numpy's
 ``MT19937`` bit generator produces (in C) from a state ``{key, pos=624}``; the
 counters are kept here so that torch's state bytes round-trip exactly.
+Words are taken through ``Generator.integers`` over the full uint32 range,
+which hands out one raw 32-bit draw per element straight into a uint32 array
+(``random_raw`` would widen each to uint64 first).
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ import numpy as np
 N = 624
 _TEMPER_B = np.uint32(0x9D2C5680)
 _TEMPER_C = np.uint32(0xEFC60000)
-# numpy hands out raw words as uint64: copy them over in cache-sized pieces.
-_CHUNK = 1 << 16
+_FULL_RANGE = 1 << 32
 
 
 def init_genrand(seed32: int) -> np.ndarray:
@@ -45,7 +47,7 @@ class Engine:
     ``next == pos``, ``left == 625 - pos``.
     """
 
-    __slots__ = ("_words", "_left", "_next", "_bitgen")
+    __slots__ = ("_words", "_left", "_next", "_bitgen", "_draws")
 
     def __init__(self, words: np.ndarray, left: int, next_: int) -> None:
         if words.shape != (N,):
@@ -59,6 +61,7 @@ class Engine:
         self._left = int(left)
         self._next = int(next_)
         self._bitgen: np.random.MT19937 | None = None
+        self._draws: np.random.Generator | None = None
 
     @classmethod
     def seeded(cls, seed32: int) -> Engine:
@@ -77,22 +80,21 @@ class Engine:
 
     def draw(self, n: int) -> np.ndarray:
         """The next ``n`` 32-bit outputs, as uint32."""
-        out = np.empty(n, dtype=np.uint32)
-        head = 0
+        head = None
         if self._bitgen is None:
             # Words left before the next twist: state[next : next + left - 1].
-            head = min(n, self._left - 1)
-            if head:
-                out[:head] = temper(self._words[self._next : self._next + head])
-                self._next += head
-                self._left -= head
-            if head == n:
-                return out
+            size = min(n, self._left - 1)
+            head = temper(self._words[self._next : self._next + size])
+            self._next += size
+            self._left -= size
+            if size == n:
+                return head
             self._bitgen = np.random.MT19937()
             self._bitgen.state = {
                 "bit_generator": "MT19937",
                 "state": {"key": self._words, "pos": N},
             }
-        for start in range(head, n, _CHUNK):
-            out[start : start + _CHUNK] = self._bitgen.random_raw(min(_CHUNK, n - start))
-        return out
+            self._draws = np.random.Generator(self._bitgen)
+        size = n if head is None else n - head.size
+        words = self._draws.integers(0, _FULL_RANGE, size=size, dtype=np.uint32)
+        return words if head is None or head.size == 0 else np.concatenate([head, words])

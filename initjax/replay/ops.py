@@ -13,6 +13,11 @@ elements; all others go through the serial double-precision Box-Muller whose
 second sample is cached in the generator across calls. ``nn.init`` functions
 called on ``w.T`` (as torch's docs suggest for ``kaiming_normal_``) are
 non-contiguous.
+
+The stream always comes from numpy's MT19937. Large float32 fills (and the
+half types, which round them) transform it with compiled XLA kernels on the
+CPU (:mod:`._xla`: the uniform affine map and the AVX Box-Muller, same bits
+as the numpy transforms here, which serve everything else).
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ from __future__ import annotations
 import math
 import operator
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
+import jax
 import numpy as np
 
 from ..fans import canonical_shape
 from ..init import _real
-from . import _avx, _glibc
+from . import _avx, _glibc, _xla
 from ._fp import BF16, F16, F32, F64, fma32, fma64, to_half
 from .generator import TorchGenerator
 
@@ -50,6 +57,8 @@ _TWO_PI = 2.0 * math.pi
 # Elementwise work is done in cache-sized pieces.
 _CHUNK = 1 << 14
 _BLOCKS_PER_CHUNK = 2048  # 32768 outputs: the Box-Muller temporaries stay in L2
+# The compiled path (see _xla) takes float32 fills of at least this many elements.
+_XLA_MIN = 1 << 12
 # torch switches randperm to a 64-bit inside-out shuffle from this n on.
 _RANDPERM_SMALL = 0xFFFFFFFF // 20
 
@@ -93,6 +102,43 @@ def _chunked(out: np.ndarray, draw: Callable[[int], np.ndarray], transform, chun
             pending.popleft().result()
     for job in pending:
         job.result()
+
+
+def _use_xla(n: int, kind: str) -> bool:
+    return n >= _XLA_MIN and all(_compiled_ok(kind, size) for size in _xla.buckets_for(n))
+
+
+@cache
+def _compiled_ok(kind: str, size: int) -> bool:
+    """Whether the compiled ``kind`` kernel for ``size`` words runs here and matches numpy.
+
+    Checked once per process, on a fixed sample of words, before the kernel's
+    first use (the exhaustive proof is ``benchmarks/replay_exhaustive.py``): a
+    JAX/XLA release that transformed the arithmetic would be caught here and
+    the numpy path used instead, with a warning.
+    """
+    if not _xla.available():
+        return False
+    words = np.random.default_rng(size).integers(0, 2**32, size, dtype=np.uint32)
+    got = np.empty(size, dtype=np.float32)
+    lo, span, std = np.float32(-0.05), np.float32(0.1), np.float32(0.02)
+    if kind == "box_muller":
+        _xla.box_muller(got, lambda m: words[:m], std)
+        want = _box_muller_f32(True, 0.0, float(std), (words & _MASK24).reshape(-1, 16))
+    else:
+        fused = kind == "uniform_fused"
+        _xla.uniform(got, lambda m: words[:m], lo, span, fused)
+        want = (_uniform_exact_sum if fused else _uniform_unfused)(lo, span, words)
+    if np.array_equal(got.view(np.uint32), want.view(np.uint32).ravel()):
+        return True
+    warnings.warn(
+        f"initjax.replay: XLA's compiled {kind} kernel ({size} words) differs from the "
+        f"reference model under jax {jax.__version__}; using the numpy path (same numbers, "
+        "slower)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return False
 
 
 def as_dtype(dtype: DTypeLike) -> np.dtype:
@@ -165,36 +211,41 @@ def _sum_is_exact(scale: float, offset: float) -> bool:
     return max(e_scale, e_offset) + 1 - lowest <= 53
 
 
+def _uniform_exact_sum(lo: np.float32, span: np.float32, k: np.ndarray) -> np.ndarray:
+    """The fused ``x * span + lo`` where its float64 value is exact: rounded once."""
+    t = (k & _MASK24).astype(np.float64)
+    t *= float(span) * 2.0**-24  # exact: a power-of-two scaling
+    t += float(lo)
+    return t.astype(np.float32)
+
+
+def _uniform_fused(lo: np.float32, span: np.float32, k: np.ndarray) -> np.ndarray:
+    """The fused ``x * span + lo``, any bounds."""
+    return fma32((k & _MASK24).astype(np.float32) * _TWO_M24, span, lo)
+
+
+def _uniform_unfused(lo: np.float32, span: np.float32, k: np.ndarray) -> np.ndarray:
+    """DEFAULT: numpy rounds each float32 op, twice as the scalar kernel."""
+    x = (k & _MASK24).astype(np.float32)
+    x *= _TWO_M24
+    x *= span
+    x += lo
+    return x
+
+
 def _uniform_f32(gen: TorchGenerator, n: int, lo: np.float32, span: np.float32) -> np.ndarray:
     """``uniform_real_distribution<float>``: (r & 0xFFFFFF) * 2**-24 * span + lo."""
     out = np.empty(n, dtype=np.float32)
-    scale = float(span) * 2.0**-24  # exact: a power-of-two scaling
-
-    if gen.fused and _sum_is_exact(float(span), float(lo)):
-
-        def transform(k: np.ndarray) -> np.ndarray:
-            # The float64 value is the exact fma: round once.
-            t = (k & _MASK24).astype(np.float64)
-            t *= scale
-            t += float(lo)
-            return t
-
-    elif gen.fused:
-
-        def transform(k: np.ndarray) -> np.ndarray:
-            return fma32((k & _MASK24).astype(np.float32) * _TWO_M24, span, lo)
-
+    exact_sum = _sum_is_exact(float(span), float(lo))
+    kind = ("uniform_fused" if exact_sum else None) if gen.fused else "uniform"
+    if kind and _use_xla(n, kind) and _xla.uniform_ok(float(lo), float(span)):
+        _xla.uniform(out, gen.random, lo, span, gen.fused)
+        return out
+    if not gen.fused:
+        transform = _uniform_unfused
     else:
-
-        def transform(k: np.ndarray) -> np.ndarray:
-            # DEFAULT: numpy rounds each float32 op, twice as the scalar kernel.
-            x = (k & _MASK24).astype(np.float32)
-            x *= _TWO_M24
-            x *= span
-            x += lo
-            return x
-
-    _chunked(out, gen.random, transform, _CHUNK)
+        transform = _uniform_exact_sum if exact_sum else _uniform_fused
+    _chunked(out, gen.random, partial(transform, lo, span), _CHUNK)
     return out
 
 
@@ -254,42 +305,51 @@ def rand(generator: TorchGenerator, *shape: int, dtype: DTypeLike = np.float32) 
 # ------------------------------------------------------------------ normal ---
 
 
-def _box_muller_f32(fused: bool, mean: float, std: float, k: np.ndarray) -> np.ndarray:
-    """``NormalFill16<float>`` of a kernel (fused: AVX2/AVX512) on (blocks, 16) 24-bit draws."""
+def _scale_lanes(lanes: np.ndarray, std: float, mean: float) -> np.ndarray:
+    """The kernel's ``fma(lane, std, mean)`` on float32 lanes ``r * cos`` and ``r * sin``."""
     if mean == 0.0:
         # fma(n, std, 0) is the float32 product, with -0 turned to +0.
-        def fma_out(n, s, m):
-            out = n * np.float32(s)
-            out += np.float32(0.0)
-            return out
-    else:
-        fma_out = fma32
+        out = lanes * np.float32(std)
+        out += np.float32(0.0)
+        return out
+    return fma32(lanes, std, mean)
+
+
+def _box_muller_f32(fused: bool, mean: float, std: float, k: np.ndarray) -> np.ndarray:
+    """``NormalFill16<float>`` of a kernel (fused: AVX2/AVX512) on (blocks, 16) 24-bit draws."""
     if fused:
-        return _avx.box_muller16(k, mean, std, fma_out)
+        return _avx.box_muller16(k, mean, std, _scale_lanes)
     u = k.astype(np.float32) * _TWO_M24
     u1 = np.float32(1.0) - u[:, :8]
     theta = (_TWO_PI * u[:, 8:].astype(np.float64)).astype(np.float32)
     radius = np.sqrt(np.float32(-2.0) * _glibc.logf(u1))
     sin_t, cos_t = _glibc.sincosf(theta)
     out = np.empty(k.shape, dtype=np.float32)
-    out[:, :8] = fma_out(radius * cos_t, std, mean)
-    out[:, 8:] = fma_out(radius * sin_t, std, mean)
+    out[:, :8] = _scale_lanes(radius * cos_t, std, mean)
+    out[:, 8:] = _scale_lanes(radius * sin_t, std, mean)
     return out
 
 
 def _normal_fill_f32(gen: TorchGenerator, n: int, mean: float, std: float, dtype: np.dtype):
     """torch's ``normal_fill`` for float32/float16/bfloat16 (contiguous, n >= 16)."""
     # The kernel computes with float(mean) and float(std).
-    box_muller = partial(
-        _box_muller_f32, gen.fused, float(np.float32(mean)), float(np.float32(std))
-    )
+    mean, std = float(np.float32(mean)), float(np.float32(std))
+    box_muller = partial(_box_muller_f32, gen.fused, mean, std)
     blocks, rest = divmod(n, 16)
     out = np.empty(n, dtype=np.float32)
 
     def draw(size: int) -> np.ndarray:
         return (gen.random(16 * size) & _MASK24).reshape(-1, 16)
 
-    _chunked(out[: 16 * blocks].reshape(-1, 16), draw, box_muller, _BLOCKS_PER_CHUNK)
+    if gen.fused and _use_xla(16 * blocks, "box_muller"):
+        body = out[: 16 * blocks]
+        if _xla.normal_ok(mean, std):
+            _xla.box_muller(body, gen.random, std)
+        else:  # the compiled r * cos, r * sin, then the exact fma(., std, mean)
+            _xla.box_muller(body, gen.random, 1.0)
+            body[:] = _scale_lanes(body, std, mean)
+    else:
+        _chunked(out[: 16 * blocks].reshape(-1, 16), draw, box_muller, _BLOCKS_PER_CHUNK)
     if rest:
         if dtype == F32:
             gen.random(rest)  # float32 fills all n uniforms first; these get overwritten
