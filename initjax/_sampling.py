@@ -3,8 +3,9 @@
 Each draws at float32 precision for half types (float16, bfloat16, float8) and
 at the dtype's own precision otherwise, then rounds once, as torch's CPU kernels
 do: JAX's native bfloat16 uniform has only 128 levels in [0, 1), torch's
-float32-then-round about 1.4k. All randomness comes from ``jax.random`` with the
-caller's key, so results depend only on (key, shape, dtype).
+float32-then-round about 1.7k in a million draws. All randomness comes from ``jax.random`` with the
+caller's key, so results depend only on (key, shape, dtype). Keys go through
+:func:`initjax._threefry.fast_key`, which draws JAX's exact bits faster on CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
+
+from ._threefry import fast_key
 
 Array = jax.Array
 DType = Any
@@ -60,7 +63,7 @@ def uniform(key: Array, shape, dtype, low: float, high: float, out_sharding: Sha
     ``low``, so every sample lies in [dtype(low), dtype(high)).
     """
     comp = compute_dtype(dtype)
-    x = jax.random.uniform(key, shape, comp, low, high, out_sharding=out_sharding)
+    x = jax.random.uniform(fast_key(key), shape, comp, low, high, out_sharding=out_sharding)
     if comp == dtype:
         return x
     y = x.astype(dtype)
@@ -70,7 +73,7 @@ def uniform(key: Array, shape, dtype, low: float, high: float, out_sharding: Sha
 def normal(key: Array, shape, dtype, mean: float, std: float, out_sharding: Sharding) -> Array:
     """N(mean, std**2) drawn at float32/float64 precision, then rounded to ``dtype``."""
     comp = compute_dtype(dtype)
-    z = jax.random.normal(key, shape, comp, out_sharding=out_sharding)
+    z = jax.random.normal(fast_key(key), shape, comp, out_sharding=out_sharding)
     return (z * std + mean).astype(dtype)
 
 
@@ -108,8 +111,13 @@ def truncated_normal(
     flip = lo > 0
     if flip:
         lo, hi = -hi, -lo
-    u = jax.random.uniform(key, shape, comp, _ndtr(lo), _ndtr(hi), out_sharding=out_sharding)
-    z = jnp.clip(ndtri(jnp.maximum(u, jnp.finfo(comp).tiny)), lo, hi)
+    u = jax.random.uniform(
+        fast_key(key), shape, comp, _ndtr(lo), _ndtr(hi), out_sharding=out_sharding
+    )
+    inv = ndtri
+    if out_sharding is not None:  # jax's ndtri builds an unsharded constant: use auto axes
+        inv = jax.sharding.auto_axes(ndtri, out_sharding=out_sharding)
+    z = jnp.clip(inv(jnp.maximum(u, jnp.finfo(comp).tiny)), lo, hi)
     x = ((mean - std * z) if flip else (mean + std * z)).astype(dtype)
     # Rounding can step over a bound: clamp to the bounds as rounded to dtype, as torch compares.
     return jnp.clip(x, np.asarray(a).astype(dtype), np.asarray(b).astype(dtype))

@@ -347,7 +347,7 @@ def kaiming_uniform(
     ``ValueError``, or ``AttributeError`` for ``None``); zero-element shapes
     give an empty array (torch warns and leaves them).
     """
-    gain, mode = calculate_gain(nonlinearity, a), _mode(mode)
+    mode, gain = _mode(mode), calculate_gain(nonlinearity, a)  # torch checks mode first
     default = dtype
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
@@ -376,7 +376,7 @@ def kaiming_normal(
     ``torch.nn.init.kaiming_normal_(w, a, mode, nonlinearity)``; arguments and
     errors as :func:`kaiming_uniform`.
     """
-    gain, mode = calculate_gain(nonlinearity, a), _mode(mode)
+    mode, gain = _mode(mode), calculate_gain(nonlinearity, a)  # torch checks mode first
     default = dtype
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
@@ -434,7 +434,7 @@ def orthogonal(
         order = (o, i) + tuple(ax for ax in range(len(shape)) if ax not in (i, o))
         rows = shape[o]
         cols = math.prod(shape) // rows
-        flat = jax.random.normal(key, (rows, cols), S.compute_dtype(dtype))
+        flat = jax.random.normal(S.fast_key(key), (rows, cols), S.compute_dtype(dtype))
         wide = rows < cols
         q, r = jnp.linalg.qr(flat.T if wide else flat)
         q = q * jnp.sign(jnp.diagonal(r))
@@ -479,8 +479,9 @@ def sparse(
         n_zeros = int(math.ceil(sparsity * shape[o]))
         k_values, k_mask = jax.random.split(key)
         w = S.normal(k_values, shape, dtype, 0.0, std, out_sharding)
-        u = jax.random.uniform(k_mask, shape, out_sharding=out_sharding)
+        # Drawn unsharded: a sort cannot run over a sharded axis.
+        u = jax.random.uniform(S.fast_key(k_mask), shape)
         rank = jnp.argsort(jnp.argsort(u, axis=o), axis=o)
-        return jnp.where(rank < n_zeros, jnp.zeros((), dtype), w)
+        return jnp.where(S.place(rank < n_zeros, out_sharding), jnp.zeros((), dtype), w)
 
     return init
