@@ -2,9 +2,10 @@
 
 Each draws at float32 precision for half types (float16, bfloat16, float8) and
 at the dtype's own precision otherwise, then rounds once, as torch's CPU kernels
-do: JAX's native bfloat16 uniform has only 128 levels in [0, 1), torch's
-float32-then-round about 1.7k in a million draws. All randomness comes from ``jax.random`` with the
-caller's key, so results depend only on (key, shape, dtype). Keys go through
+do: in a million draws JAX's native bfloat16 uniform has 128 levels in
+[0, 1), torch's float32-then-round about 1.7k. All randomness comes from
+``jax.random`` with the caller's key, so results depend only on (key, shape,
+dtype). Keys go through
 :func:`initjax._threefry.fast_key`, which draws JAX's exact bits faster on CPU.
 """
 
