@@ -7,7 +7,8 @@ keeps its single device. Shardings use an explicit mesh under ``jax.set_mesh``
 checks the result's sharding and that jitted values equal the unsharded
 result up to the few ulps XLA's fusion may change; for one initializer of
 each code path, that eager values equal it exactly (``jax.random`` numbers do
-not depend on the sharding).
+not depend on the sharding), or within those ulps where a normal sample's
+``z * std + mean`` may be contracted into an fma in one program and not the other.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ SCRIPT = textwrap.dedent(
                 "dtype": out.dtype == dtype,
                 "jit_close": bool(np.abs(o - r).max() <= 8 * ulp),
             }
-        # Eagerly (op by op), the numbers are exactly the unsharded ones.
+        # Called eagerly, each sampler runs as one compiled program; the numbers equal the
+        # unsharded ones exactly, up to fma contraction of the normal family's affine map.
+        AFFINE = ("normal", "sparse")
         for name in ("uniform", "normal", "kaiming_uniform", "constant", "eye", "orthogonal",
                      "sparse"):
             init, shape = cases[name]
@@ -85,7 +88,11 @@ SCRIPT = textwrap.dedent(
                 ref = np.asarray(init(key, shape))
                 out = init(key, shape, out_sharding=sharding(name, specs[1]))
                 results[where]["eager_sharding"] = out.sharding == sharding(name, specs[1])
-                results[where]["eager_equal"] = bool(np.array_equal(np.asarray(out), ref))
+                if name in AFFINE:  # z * std + mean: XLA may contract it into an fma or not
+                    ulp = float(jnp.finfo(jnp.float32).eps) * max(float(np.abs(ref).max()), 1.0)
+                    results[where]["eager_close"] = bool(np.abs(np.asarray(out) - ref).max() <= 8 * ulp)
+                else:
+                    results[where]["eager_equal"] = bool(np.array_equal(np.asarray(out), ref))
                 # A bare PartitionSpec resolves against the mesh set by jax.set_mesh.
                 bare = init(key, shape, out_sharding=sharding(name, specs[1]).spec)
                 results[where]["bare_spec"] = bare.sharding == sharding(name, specs[1])
