@@ -35,17 +35,6 @@ sys.path.insert(0, str(HERE))
 VARIANTS = ("linen", "nnx", "linen-plain", "torch")
 
 
-@contextlib.contextmanager
-def plain_jax_random():
-    """Turn initjax's fast path off: every key goes to ``jax.random`` unchanged."""
-    import initjax._sampling as S
-
-    saved = S.fast_key
-    S.fast_key = lambda key: key
-    try:
-        yield
-    finally:
-        S.fast_key = saved
 
 
 def jax_init_fn(variant: str, cfg=None, shard_axis=None):
@@ -67,6 +56,8 @@ def jax_init_fn(variant: str, cfg=None, shard_axis=None):
 
 def _compiled(variant: str):
     import jax
+
+    from initjax._sampling import plain_jax_random
 
     fn = jax_init_fn(variant)()
     key = jax.random.key(0)
@@ -119,6 +110,7 @@ def peak_child(variant: str) -> None:
     from gpt2 import GPT2_SMALL, TorchGPT2
 
     param_bytes = GPT2_SMALL.n_params * 4
+    mode = contextlib.nullcontext()
     if variant == "torch":
 
         def run():
@@ -129,26 +121,29 @@ def peak_child(variant: str) -> None:
         import jax
         import jax.numpy as jnp
 
+        from initjax._sampling import plain_jax_random
+
         jnp.zeros(()).block_until_ready()  # start the backend before the baseline
         fn, key = jax_init_fn(variant)(), jax.random.key(0)
-        plain = variant.endswith("-plain")
+        if variant.endswith("-plain"):
+            mode = plain_jax_random()
 
         def run():
-            with plain_jax_random() if plain else contextlib.nullcontext():
-                return fn(key)
+            return fn(key)
 
         block = jax.block_until_ready
     # Each phase: peak RSS during the init minus the RSS just before it. The
     # warm init may reuse pages the allocator kept from the first one.
     result = {}
-    for phase in ("first", "warm"):
-        gc.collect()
-        base = H.rss_bytes()
-        H.reset_peak_rss()
-        out = run()
-        block(out)
-        result[phase] = (H.peak_rss_bytes() - base) / param_bytes
-        del out
+    with mode:
+        for phase in ("first", "warm"):
+            gc.collect()
+            base = H.rss_bytes()
+            H.reset_peak_rss()
+            out = run()
+            block(out)
+            result[phase] = (H.peak_rss_bytes() - base) / param_bytes
+            del out
     print(json.dumps(result))
 
 

@@ -11,6 +11,7 @@ dtype). Keys go through
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any
@@ -58,6 +59,28 @@ def empty(shape: tuple[int, ...], dtype: DType, out_sharding: Sharding) -> Array
     return jnp.zeros(shape, dtype, out_sharding=out_sharding)
 
 
+@contextlib.contextmanager
+def plain_jax_random():
+    """Within this block, keys go to ``jax.random`` unchanged: the fast path is off.
+
+    For tests and benchmarks that compare the two paths. The samplers are jitted,
+    so their cached traces are dropped on the way in and out.
+    """
+    global fast_key
+    saved = fast_key
+    fast_key = _same_key
+    jax.clear_caches()
+    try:
+        yield
+    finally:
+        fast_key = saved
+        jax.clear_caches()
+
+
+def _same_key(key: Array) -> Array:
+    return key
+
+
 def _compiled(*static: str):
     """``jax.jit`` with everything but the key static.
 
@@ -66,7 +89,10 @@ def _compiled(*static: str):
     compiling, each primitive on its own: 5-10x faster for
     ``truncated_normal``, and the same fused arithmetic a jitted caller gets.
     """
-    return functools.partial(jax.jit, static_argnames=("shape", "dtype", *static, "out_sharding"))
+    # inline: inside a caller's trace the body joins the caller's program, so the
+    # caller's shardings reach it (each device then draws only its shard).
+    names = ("shape", "dtype", *static, "out_sharding")
+    return functools.partial(jax.jit, static_argnames=names, inline=True)
 
 
 @_compiled("low", "high")

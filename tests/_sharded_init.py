@@ -8,7 +8,6 @@ Every reference value is computed unsharded with initjax's fast path off
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 
@@ -21,9 +20,9 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import initjax as ij
-import initjax._sampling as S
 from initjax import linen as ijl
 from initjax import nnx as ijn
+from initjax._sampling import plain_jax_random
 from initjax._threefry import fast_key
 from initjax.defaults import embedding, linear_kernel
 
@@ -31,16 +30,6 @@ KEY = jax.random.key(1234)
 AUTO = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Auto,))
 AUTO_2D = jax.make_mesh((4, 2), ("x", "y"), axis_types=(AxisType.Auto,) * 2)
 EXPLICIT = jax.make_mesh((4, 2), ("x", "y"), axis_types=(AxisType.Explicit,) * 2)
-
-
-@contextlib.contextmanager
-def plain_jax_random():
-    saved = S.fast_key
-    S.fast_key = lambda key: key
-    try:
-        yield
-    finally:
-        S.fast_key = saved
 
 
 def same_bits(a, b) -> bool:

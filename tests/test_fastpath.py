@@ -174,11 +174,13 @@ def _all_inits(key) -> dict:
     return out
 
 
-def test_initializers_same_with_fast_path_off(monkeypatch):
+def test_initializers_same_with_fast_path_off():
     key = jax.random.key(42)
     fast = jax.jit(_all_inits)(key)
-    monkeypatch.setattr(S, "fast_key", lambda k: k)
-    plain = jax.jit(_all_inits)(key)
+    fast_hlo = _hlo(_all_inits, key)
+    with S.plain_jax_random():
+        plain = jax.jit(_all_inits)(key)
+        assert _hlo(_all_inits, key) != fast_hlo  # the two paths really ran
     _assert_same(fast, plain, "initializer")
 
 
