@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import init as _init
-from ..fans import canonical_shape, compute_fans
+from ..fans import canonical_shape
 from ..gain import calculate_gain
 from . import ops
 from ._fp import F32, F64
@@ -45,9 +45,8 @@ __all__ = [
 Strides = Sequence[int] | None
 
 
-def _torch_fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    """torch's ``_calculate_fan_in_and_fan_out`` on ``(out, in, *k)``."""
-    return compute_fans(shape, in_axis=1, out_axis=0)
+#: ``(in_axis, out_axis, batch_axis)`` of torch's ``(out, in, *k)`` layout.
+_TORCH_AXES = (1, 0, ())
 
 
 def xavier_uniform_(
@@ -64,10 +63,7 @@ def xavier_uniform_(
     """
     gain = _init._nonnegative(gain, "gain")
     shape = canonical_shape(shape)
-    fan_in, fan_out = _torch_fans(shape)
-    if fan_in + fan_out == 0:
-        raise ValueError(f"xavier initialization needs fan_in + fan_out > 0, got shape {shape}")
-    bound = _init.SQRT3 * _init.xavier_std(fan_in, fan_out, gain)
+    bound = _init.SQRT3 * _init._xavier_std(shape, gain, *_TORCH_AXES)
     return uniform_(generator, shape, -bound, bound, dtype=dtype, strides=strides)
 
 
@@ -85,10 +81,7 @@ def xavier_normal_(
     """
     gain = _init._nonnegative(gain, "gain")
     shape = canonical_shape(shape)
-    fan_in, fan_out = _torch_fans(shape)
-    if fan_in + fan_out == 0:
-        raise ValueError(f"xavier initialization needs fan_in + fan_out > 0, got shape {shape}")
-    std = _init.xavier_std(fan_in, fan_out, gain)
+    std = _init._xavier_std(shape, gain, *_TORCH_AXES)
     return normal_(generator, shape, 0.0, std, dtype=dtype, strides=strides)
 
 
@@ -97,8 +90,7 @@ def _kaiming(shape, a, mode, nonlinearity) -> float | None:
     gain, mode = calculate_gain(nonlinearity, a), _init._mode(mode)
     if math.prod(shape) == 0:
         return None
-    fan_in, fan_out = _torch_fans(shape)
-    return _init.kaiming_std(fan_in if mode == "fan_in" else fan_out, gain)
+    return _init._kaiming_std(shape, gain, mode, *_TORCH_AXES)
 
 
 def kaiming_uniform_(
