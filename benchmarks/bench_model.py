@@ -1,16 +1,17 @@
-"""Whole-model init of GPT-2 small (124M parameters): speed, memory, sharding.
+"""Whole-model init of GPT-2 (124M-774M parameters): speed, memory, sharding.
 
 Prints markdown tables:
 
 1. time: ``jax.jit`` of the linen ``init`` and of the nnx constructor (both
-   with initjax layers), with initjax's fast threefry path and with it off
-   (plain ``jax.random``, what JAX does today), against torch's default init
-   of the same model (its module constructors) with 1 and 2 threads, run in
-   interleaved rounds so load drifts hit every row alike; compile times
-   separately;
-2. peak resident memory above the pre-init baseline, as a multiple of the
-   parameter bytes, each measured in a fresh subprocess: the first init (with
-   compilation) and a second, warm one;
+   with initjax layers), the same two called eagerly (no ``jax.jit``), and
+   ``jax.jit`` with initjax's fast threefry path off (plain ``jax.random``,
+   what JAX does today), against torch's default init of the same model (its
+   module constructors) with 1 and 2 threads, run in interleaved rounds so
+   load drifts hit every row alike; compile times separately;
+2. the first init in a fresh process (trace, compile and run) and a second,
+   warm one: wall time and peak resident memory above the pre-init baseline,
+   as a multiple of the parameter bytes, one subprocess per row; then the
+   first-init peak for GPT-2 small, medium and large, jitted and eager;
 3. the same model initialized sharded on an 8-device CPU mesh
    (``--xla_force_host_platform_device_count=8``, a subprocess): bytes each
    device holds and generates, against the whole model.
@@ -21,24 +22,33 @@ Prints markdown tables:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-VARIANTS = ("linen", "nnx", "linen-plain", "torch")
+# Rows: (variant, how it is called). "jit" variants compile the whole init as one
+# program; "eager" ones call it as plain Python, so each initializer runs its own
+# small compiled program, cached per (shape, dtype, parameters).
+VARIANTS = ("linen", "nnx", "linen-eager", "nnx-eager", "linen-plain", "torch")
+LABELS = {
+    "linen": "linen, `jax.jit(init)`",
+    "nnx": "nnx, `jax.jit(constructor)`",
+    "linen-eager": "linen, `init` eagerly",
+    "nnx-eager": "nnx, constructor eagerly",
+    "linen-plain": "linen, `jax.jit(init)`, plain `jax.random`",
+    "torch": "torch (module constructors)",
+}
 
 
-
-
-def jax_init_fn(variant: str, cfg=None, shard_axis=None):
-    """A jitted ``key -> params`` for ``linen``/``nnx`` (traced lazily)."""
+def init_fn(variant: str, cfg=None, shard_axis=None, **jit_kw):
+    """``key -> params`` for a JAX variant: jitted (traced lazily) or eager."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -48,23 +58,19 @@ def jax_init_fn(variant: str, cfg=None, shard_axis=None):
     if variant.startswith("linen"):
         model = LinenGPT2(cfg, shard_axis)
         tokens = jnp.zeros((1, 1), jnp.int32)
-        return lambda **jit_kw: jax.jit(lambda k: model.init(k, tokens), **jit_kw)
-    return lambda **jit_kw: jax.jit(
-        lambda k: nnx.state(NnxGPT2(cfg, rngs=nnx.Rngs(k), shard_axis=shard_axis)), **jit_kw
-    )
+        fn = lambda k: model.init(k, tokens)
+    else:
+        fn = lambda k: nnx.state(NnxGPT2(cfg, rngs=nnx.Rngs(k), shard_axis=shard_axis))
+    return fn if variant.endswith("-eager") else jax.jit(fn, **jit_kw)
 
 
-def _compiled(variant: str):
-    import jax
+def _path(variant: str):
+    """The random-number path a variant runs under."""
+    import contextlib
 
     from initjax._sampling import plain_jax_random
 
-    fn = jax_init_fn(variant)()
-    key = jax.random.key(0)
-    if variant.endswith("-plain"):
-        with plain_jax_random():
-            return fn.lower(key).compile()
-    return fn.lower(key).compile()
+    return plain_jax_random() if variant.endswith("-plain") else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------- timing ---
@@ -79,82 +85,120 @@ def time_table() -> tuple[str, dict]:
     key = jax.random.key(0)
     fns, compile_s = {}, {}
     for variant in VARIANTS[:-1]:
-        compile_s[variant], compiled = H.timed(lambda: _compiled(variant))
+        fn = init_fn(variant)
+        if variant.endswith("-eager"):
+            fns[variant] = lambda f=fn: f(key)
+            continue
+        with _path(variant):
+            compile_s[variant], compiled = H.timed(lambda f=fn: f.lower(key).compile())
         fns[variant] = lambda c=compiled: c(key)
     for threads in (1, 2):
-        fns[f"torch {threads}t"] = lambda t=threads: (torch.set_num_threads(t), TorchGPT2())[1]
+        fns[f"torch {threads}t"] = lambda t=threads: (
+            torch.set_num_threads(t),
+            TorchGPT2(),
+        )[1]
     times = H.interleaved_medians(fns, reps=5, budget_s=40.0)
     best_torch = min(times["torch 1t"], times["torch 2t"])
     rows = []
     for name, t in times.items():
-        rows.append(
-            [
-                name,
-                H.ms(t),
-                H.ratio(t, best_torch),
-                f"{compile_s.get(name, 0):.2f}" if name in compile_s else "-",
-            ]
-        )
+        label = LABELS.get(name, f"torch, {name[-2]} thread(s)")
+        compiled = f"{compile_s[name]:.2f}" if name in compile_s else "-"
+        rows.append([label, H.ms(t), H.ratio(t, best_torch), compiled])
     header = ["init", "median ms", "vs best torch", "compile s"]
     mib = GPT2_SMALL.n_params * 4 / 2**20
-    title = f"GPT-2 small, {GPT2_SMALL.n_params / 1e6:.1f}M float32 parameters ({mib:.0f} MiB)"
+    title = (
+        f"GPT-2 small, {GPT2_SMALL.n_params / 1e6:.1f}M float32 parameters ({mib:.0f} MiB); "
+        "eager rows are warm (their small programs already compiled)"
+    )
     return f"{title}\n\n" + H.markdown(header, rows), dict(times=times, best_torch=best_torch)
 
 
 # ----------------------------------------------------------------- memory ---
 
 
-def peak_child(variant: str) -> None:
-    """Runs in a fresh process: peak RSS of a first and a warm init, printed as JSON."""
-    import _harness as H
-    from gpt2 import GPT2_SMALL, TorchGPT2
+def first_init_child(variant: str, config: str) -> None:
+    """Runs in a fresh process: a first and a warm init, printed as JSON.
 
-    param_bytes = GPT2_SMALL.n_params * 4
-    mode = contextlib.nullcontext()
+    For each: wall time and peak RSS during the init minus the RSS just before
+    it. The first includes tracing and compiling; the warm one may reuse pages
+    the allocator kept from the first.
+    """
+    import _harness as H
+    from gpt2 import CONFIGS, TorchGPT2
+
+    cfg = CONFIGS[config]
     if variant == "torch":
 
         def run():
-            return TorchGPT2()
+            return TorchGPT2(cfg)
 
-        block = lambda out: None  # noqa: E731
     else:
         import jax
         import jax.numpy as jnp
 
-        from initjax._sampling import plain_jax_random
-
         jnp.zeros(()).block_until_ready()  # start the backend before the baseline
-        fn, key = jax_init_fn(variant)(), jax.random.key(0)
-        if variant.endswith("-plain"):
-            mode = plain_jax_random()
+        fn, key = init_fn(variant, cfg), jax.random.key(0)
 
         def run():
-            return fn(key)
+            return jax.block_until_ready(fn(key))
 
-        block = jax.block_until_ready
-    # Each phase: peak RSS during the init minus the RSS just before it. The
-    # warm init may reuse pages the allocator kept from the first one.
     result = {}
-    with mode:
+    with _path(variant):
         for phase in ("first", "warm"):
             gc.collect()
             base = H.rss_bytes()
             H.reset_peak_rss()
+            start = time.perf_counter()
             out = run()
-            block(out)
-            result[phase] = (H.peak_rss_bytes() - base) / param_bytes
+            result[f"{phase}_s"] = time.perf_counter() - start
+            result[phase] = (H.peak_rss_bytes() - base) / (cfg.n_params * 4)
             del out
     print(json.dumps(result))
 
 
-def memory_table() -> str:
+def first_init_table() -> str:
     import _harness as H
 
     rows = []
     for variant in VARIANTS:
-        res = _child(["--peak-child", variant])
-        rows.append([variant, f"{res['first']:.2f}x", f"{res['warm']:.2f}x"])
-    header = ["init", "first init peak / param bytes", "warm init peak / param bytes"]
+        res = _child(["--first-init-child", variant, "small"])
+        rows.append(
+            [
+                LABELS[variant],
+                f"{res['first_s']:.2f}",
+                f"{res['first']:.2f}x",
+                H.ms(res["warm_s"]),
+                f"{res['warm']:.2f}x",
+            ]
+        )
+    header = [
+        "init",
+        "first init s",
+        "first peak / params",
+        "warm ms",
+        "warm peak / params",
+    ]
+    return H.markdown(header, rows)
+
+
+def model_size_table() -> str:
+    import _harness as H
+    from gpt2 import CONFIGS
+
+    rows = []
+    for name, cfg in CONFIGS.items():
+        row = [
+            f"GPT-2 {name}",
+            f"{cfg.n_params / 1e6:.0f}M ({cfg.n_params * 4 / 2**30:.2f} GiB)",
+        ]
+        for variant in ("nnx", "nnx-eager", "linen-eager"):
+            row.append(f"{_child(['--first-init-child', variant, name])['first']:.2f}x")
+        rows.append(row)
+    header = [
+        "model",
+        "parameters",
+        *(f"{LABELS[v]}: first peak / params" for v in ("nnx", "nnx-eager", "linen-eager")),
+    ]
     return H.markdown(header, rows)
 
 
@@ -188,14 +232,11 @@ def sharded_child() -> None:
     key = jax.random.key(0)
     result = {"devices": jax.device_count(), "param_bytes": GPT2_SMALL.n_params * 4}
     for variant in ("linen", "nnx"):
-        make = jax_init_fn(variant, shard_axis="x")
+        fn = init_fn(variant, shard_axis="x")
         if variant == "linen":
-            abstract = jax.eval_shape(make(), key)
-            specs = nn.get_partition_spec(abstract)
+            specs = nn.get_partition_spec(jax.eval_shape(fn, key))
             shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
-            fn = make(out_shardings=shardings)
-        else:
-            fn = make()
+            fn = init_fn(variant, shard_axis="x", out_shardings=shardings)
         with jax.set_mesh(mesh):
             compile_s, compiled = H.timed(lambda: fn.lower(key).compile())
             t = H.median_seconds(lambda: compiled(key), reps=3)
@@ -254,11 +295,11 @@ def sharding_table() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peak-child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--first-init-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--sharded-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.peak_child:
-        return peak_child(args.peak_child)
+    if args.first_init_child:
+        return first_init_child(*args.first_init_child)
     if args.sharded_child:
         return sharded_child()
     import _harness as H
@@ -267,16 +308,19 @@ def main() -> None:
     table, res = time_table()
     print("### Whole-model init time (median of 5 interleaved rounds)\n")
     print(table)
-    print("\n### Peak memory above baseline (fresh subprocess per row)\n")
-    print(memory_table())
+    print("\n### First init in a fresh process, then a warm one (subprocess per row)\n")
+    print(first_init_table())
+    print("\n### First-init peak by model size (subprocess per cell)\n")
+    print(model_size_table())
     print("\n### Sharded init (8 simulated CPU devices)\n")
     print(sharding_table())
-    ratio = min(res["times"]["linen"], res["times"]["nnx"]) / res["best_torch"]
-    worst = max(res["times"]["linen"], res["times"]["nnx"]) / res["best_torch"]
-    print(
-        f"\nGoal: whole-model init <= 0.6x torch: linen/nnx at {ratio:.2f}x-{worst:.2f}x: "
-        f"{'met' if worst <= 0.6 else 'NOT met'}"
-    )
+    times = res["times"]
+    for variants in (("linen", "nnx"), ("linen-eager", "nnx-eager")):
+        lo, hi = (f(times[v] for v in variants) / res["best_torch"] for f in (min, max))
+        verdict = "met" if hi <= 0.6 else "NOT met"
+        print(
+            f"\nGoal: whole-model init <= 0.6x torch: {variants} at {lo:.2f}x-{hi:.2f}x: {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ class Config:
 
 
 GPT2_SMALL = Config()
+GPT2_MEDIUM = Config(width=1024, layers=24)
+GPT2_LARGE = Config(width=1280, layers=36)
+CONFIGS = {"small": GPT2_SMALL, "medium": GPT2_MEDIUM, "large": GPT2_LARGE}
 
 
 # ------------------------------------------------------------------- torch ---

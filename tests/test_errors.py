@@ -26,6 +26,7 @@ import pytest
 import torch
 
 import initjax as ij
+from _initializers import RANDOM
 
 KEY = jax.random.key(0)
 OK, WARNS, EMPTY = "ok", "warns", "empty"
@@ -213,17 +214,6 @@ def test_torch_error_case(case: Case):
         np.testing.assert_array_equal(np.asarray(ours), theirs)
 
 
-RANDOM = {
-    "uniform": ij.uniform(),
-    "normal": ij.normal(),
-    "trunc_normal": ij.trunc_normal(),
-    "xavier_uniform": ij.xavier_uniform(),
-    "xavier_normal": ij.xavier_normal(),
-    "kaiming_uniform": ij.kaiming_uniform(),
-    "kaiming_normal": ij.kaiming_normal(),
-    "orthogonal": ij.orthogonal(),
-    "sparse": ij.sparse(0.5),
-}
 
 
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.uint8, jnp.bool_, jnp.complex64], ids=str)

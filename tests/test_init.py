@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 
 import initjax as ij
+from _initializers import RANDOM
 from _stats import (
     ALPHA,
     assert_ks,
@@ -221,8 +222,9 @@ def torch_view(w_torch_layout) -> np.ndarray:
 def assert_semi_orthogonal(m, gain, what, atol=2e-5):
     rows, cols = m.shape
     gram = m @ m.T if rows <= cols else m.T @ m
-    np.testing.assert_allclose(gram, gain**2 * np.eye(min(rows, cols)), atol=atol * gain**2,
-                               err_msg=what)
+    np.testing.assert_allclose(
+        gram, gain**2 * np.eye(min(rows, cols)), atol=atol * gain**2, err_msg=what
+    )
 
 
 @pytest.mark.parametrize("torch_shape, gain", ORTHO, ids=str)
@@ -340,23 +342,12 @@ def test_constants(fn, args, ours, jdt, tdt):
 # --------------------------------------------------------------- dtypes ---
 
 HALF = [(jnp.bfloat16, torch.bfloat16), (jnp.float16, torch.float16)]
-ALL_RANDOM = {
-    "uniform": ij.uniform(),
-    "normal": ij.normal(),
-    "trunc_normal": ij.trunc_normal(),
-    "xavier_uniform": ij.xavier_uniform(),
-    "xavier_normal": ij.xavier_normal(),
-    "kaiming_uniform": ij.kaiming_uniform(),
-    "kaiming_normal": ij.kaiming_normal(),
-    "orthogonal": ij.orthogonal(),
-    "sparse": ij.sparse(0.5),
-}
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=str)
-@pytest.mark.parametrize("name", list(ALL_RANDOM))
+@pytest.mark.parametrize("name", list(RANDOM))
 def test_output_dtype(name, dtype):
-    init = ALL_RANDOM[name]
+    init = RANDOM[name]
     assert init(KEY, (8, 6), dtype).dtype == dtype
     assert init(KEY, (8, 6)).dtype == jnp.float32
     # The factory's dtype is the default; the call's wins.
@@ -440,8 +431,9 @@ def test_float64():
         shape = (256, 300)
         ours = ij.kaiming_uniform(math.sqrt(5))(key, flax_shape(shape), jnp.float64)
         assert ours.dtype == jnp.float64
-        theirs = torch_init(torch.nn.init.kaiming_uniform_, shape, dtype=torch.float64,
-                            a=math.sqrt(5))
+        theirs = torch_init(
+            torch.nn.init.kaiming_uniform_, shape, dtype=torch.float64, a=math.sqrt(5)
+        )
         bound = torch_spread("kaiming_uniform", shape, {"a": math.sqrt(5)})
         assert_uniform(ours, -bound, bound, "f64")
         assert_reaches_bound(theirs, bound, "torch f64")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import chex
@@ -9,6 +10,7 @@ import flax.linen as linen
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from absl.testing import parameterized
 from flax import nnx
 
@@ -116,3 +118,61 @@ def test_linen_conv_dirac_is_identity():
     x = jax.random.normal(KEY, (2, 8, 8, 4))
     y, _ = conv.init_with_output(KEY, x)
     np.testing.assert_array_equal(y, x)
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """Counts XLA compilations in the block (``jax.monitoring``'s backend-compile event)."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def _nnx_stack(width: int, depth: int, seed: int):
+    class Block(nnx.Module):
+        def __init__(self, rngs):
+            self.norm = ij.nnx.LayerNorm(width, rngs=rngs)
+            self.up = ij.nnx.Linear(width, 3 * width, rngs=rngs)
+            self.down = ij.nnx.Linear(3 * width, width, rngs=rngs)
+
+    return nnx.List([Block(nnx.Rngs(seed + i)) for i in range(depth)])
+
+
+def _linen_stack(width: int, depth: int, seed: int):
+    class Stack(linen.Module):
+        @linen.compact
+        def __call__(self, x):
+            for _ in range(depth):
+                x = ij.linen.Dense(width)(ij.linen.Dense(3 * width)(ij.linen.LayerNorm()(x)))
+            return x
+
+    return Stack().init(jax.random.key(seed), jnp.ones((1, width)))
+
+
+@pytest.mark.parametrize("build", [_nnx_stack, _linen_stack], ids=["nnx", "linen"])
+def test_eager_init_compiles_per_shape_not_per_layer(build):
+    """Eager init reuses one small program per (initializer, shape) across layers.
+
+    This is what keeps a first init in a fresh process lean: the compiled code
+    does not grow with depth, unlike one program for the whole model. Fresh
+    widths (odd sizes no other test uses) keep earlier tests' caches out; a
+    first build compiles what does not depend on the width (key derivation).
+    """
+    build(width=41, depth=1, seed=0)
+    with count_compiles() as shallow:
+        build(width=43, depth=1, seed=0)
+    with count_compiles() as deep:
+        build(width=47, depth=6, seed=0)
+    with count_compiles() as again:
+        build(width=47, depth=6, seed=10)
+    assert len(shallow) > 0
+    assert len(deep) == len(shallow)
+    assert len(again) == 0
