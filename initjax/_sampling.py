@@ -44,6 +44,17 @@ def resolve_dtype(call: DType | None, default: DType | None, *, floating: bool) 
     return dtype
 
 
+def factory_dtype(dtype: DType | None, *, floating: bool = True) -> DType | None:
+    """A factory's ``dtype`` argument, checked when the factory is made; ``None`` stays ``None``.
+
+    The check is :func:`resolve_dtype`'s, so a bad dtype fails where it is
+    written, not at the first init; the dtype itself is resolved per call.
+    """
+    if dtype is not None:
+        resolve_dtype(dtype, None, floating=floating)
+    return dtype
+
+
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """float64 for float64, else float32: the precision torch samples at on CPU."""
     return np.dtype(np.float64) if dtype == np.float64 else np.dtype(np.float32)

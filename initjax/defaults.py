@@ -147,7 +147,7 @@ def conv_transpose_kernel(
     if transpose_kernel:
         return kaiming_uniform(LINEAR_SLOPE, "fan_in", dtype=dtype)
     gain = calculate_gain("leaky_relu", LINEAR_SLOPE)
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape = canonical_shape(shape)
@@ -220,7 +220,7 @@ def rnn_bias(hidden_size: int, *, dtype: DTypeLike | None = None) -> Initializer
     float32/float64 precision, then rounded once.
     """
     one = rnn_uniform(hidden_size)
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         dtype = S.resolve_dtype(dtype, default, floating=True)

@@ -107,7 +107,7 @@ def uniform(a: float = 0.0, b: float = 1.0, *, dtype: DTypeLike | None = None) -
     a, b = _real(a, "a"), _real(b, "b")
     if a > b:
         raise ValueError(f"uniform expects a <= b, got a={a} > b={b}")
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -124,7 +124,7 @@ def normal(mean: float = 0.0, std: float = 1.0, *, dtype: DTypeLike | None = Non
     (torch: ``RuntimeError``).
     """
     mean, std = _real(mean, "mean"), _nonnegative(std, "std")
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -161,7 +161,7 @@ def trunc_normal(
     if not a <= b:
         raise ValueError(f"trunc_normal expects a <= b, got a={a} > b={b}")
     S.check_truncation(mean, std, a, b)
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -180,7 +180,7 @@ def constant(val: Any, *, dtype: DTypeLike | None = None) -> Initializer:
     """
     if jnp.ndim(val) != 0:
         raise ValueError(f"constant expects a scalar value, got shape {jnp.shape(val)}")
-    default = dtype
+    default = S.factory_dtype(dtype, floating=False)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default, floating=False)
@@ -206,7 +206,7 @@ def eye(*, in_axis: int = -2, out_axis: int = -1, dtype: DTypeLike | None = None
     which two axes they are. PyTorch: ``torch.nn.init.eye_(w)``; the same
     ``ValueError`` for shapes that are not 2-D.
     """
-    default = dtype
+    default = S.factory_dtype(dtype, floating=False)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default, floating=False)
@@ -233,7 +233,7 @@ def dirac(
     if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"dirac expects groups to be a positive int, got {groups!r}")
     groups = int(groups)
-    default = dtype
+    default = S.factory_dtype(dtype, floating=False)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default, floating=False)
@@ -278,7 +278,7 @@ def xavier_uniform(
     ``ZeroDivisionError``); other zero-element shapes give an empty array.
     """
     gain = _nonnegative(gain, "gain")
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -302,7 +302,7 @@ def xavier_normal(
     ``torch.nn.init.xavier_normal_(w, gain)``; errors as :func:`xavier_uniform`.
     """
     gain = _nonnegative(gain, "gain")
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -348,7 +348,7 @@ def kaiming_uniform(
     give an empty array (torch warns and leaves them).
     """
     mode, gain = _mode(mode), calculate_gain(nonlinearity, a)  # torch checks mode first
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -377,7 +377,7 @@ def kaiming_normal(
     errors as :func:`kaiming_uniform`.
     """
     mode, gain = _mode(mode), calculate_gain(nonlinearity, a)  # torch checks mode first
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -420,7 +420,7 @@ def orthogonal(
     is factored whole, then laid out.
     """
     gain = _real(gain, "gain")
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)
@@ -467,7 +467,7 @@ def sparse(
     sparsity, std = _real(sparsity, "sparsity"), _nonnegative(std, "std")
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparse expects 0 <= sparsity <= 1, got {sparsity}")
-    default = dtype
+    default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape, dtype = _prologue(shape, dtype, default)

@@ -223,6 +223,43 @@ def test_random_initializers_refuse_non_float_dtypes(name, dtype):
         RANDOM[name](KEY, (4, 3), dtype)
 
 
+# Every public random factory, with the positional arguments it needs.
+RANDOM_FACTORIES = {
+    **{name: () for name in RANDOM if name != "sparse"},
+    "sparse": (0.5,),
+    "linear_kernel": (),
+    "linear_bias": (4,),
+    "conv_kernel": (),
+    "conv_bias": (4,),
+    "conv_transpose_kernel": (),
+    "conv_transpose_bias": (4,),
+    "embedding": (),
+    "rnn_uniform": (4,),
+    "rnn_bias": (4,),
+    "bilinear": (4,),
+    "mha_in_proj": (4,),
+    "mha_bias_kv": (4,),
+}
+
+
+@pytest.mark.parametrize("name", list(RANDOM_FACTORIES))
+def test_factories_check_their_dtype_when_made(name):
+    factory = getattr(ij, name)
+    with pytest.raises(TypeError, match="int32"):
+        factory(*RANDOM_FACTORIES[name], dtype=jnp.int32)
+    with pytest.raises(TypeError, match="not understood"):
+        factory(*RANDOM_FACTORIES[name], dtype="notatype")
+    init = factory(*RANDOM_FACTORIES[name], dtype=jnp.bfloat16)
+    assert init(KEY, (4, 3)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("name", ["constant", "eye", "dirac"])
+def test_deterministic_factories_check_their_dtype_when_made(name):
+    args = (1.0,) if name == "constant" else ()
+    with pytest.raises(TypeError, match="not understood"):
+        getattr(ij, name)(*args, dtype="notatype")
+
+
 @pytest.mark.parametrize("name", list(RANDOM))
 def test_zero_element_shapes_give_empty_arrays(name):
     shapes = [(0, 5), (5, 0)] + ([] if name == "sparse" else [(3, 0, 4)])  # sparse is 2-D
