@@ -55,12 +55,14 @@ def init_fn(variant: str, cfg=None, shard_axis=None, **jit_kw):
     from gpt2 import GPT2_SMALL, LinenGPT2, NnxGPT2
 
     cfg = cfg or GPT2_SMALL
-    if variant.startswith("linen"):
-        model = LinenGPT2(cfg, shard_axis)
-        tokens = jnp.zeros((1, 1), jnp.int32)
-        fn = lambda k: model.init(k, tokens)
-    else:
-        fn = lambda k: nnx.state(NnxGPT2(cfg, rngs=nnx.Rngs(k), shard_axis=shard_axis))
+    model = LinenGPT2(cfg, shard_axis)
+    tokens = jnp.zeros((1, 1), jnp.int32)
+
+    def fn(key):
+        if variant.startswith("linen"):
+            return model.init(key, tokens)
+        return nnx.state(NnxGPT2(cfg, rngs=nnx.Rngs(key), shard_axis=shard_axis))
+
     return fn if variant.endswith("-eager") else jax.jit(fn, **jit_kw)
 
 
@@ -119,14 +121,18 @@ def time_table() -> tuple[str, dict]:
 def first_init_child(variant: str, config: str) -> None:
     """Runs in a fresh process: a first and a warm init, printed as JSON.
 
-    For each: wall time and peak RSS during the init minus the RSS just before
-    it. The first includes tracing and compiling; the warm one may reuse pages
-    the allocator kept from the first.
+    For each: wall time and peak memory during the init above what was in use
+    just before it, as a multiple of the parameter bytes. On CPU that is the
+    process's resident set (RSS); the warm init may reuse pages the allocator
+    kept from the first. On an accelerator it is the device's peak bytes in
+    use, which cannot be reset, so only the first init's is reported there.
+    The first init includes tracing and compiling.
     """
     import _harness as H
     from gpt2 import CONFIGS, TorchGPT2
 
     cfg = CONFIGS[config]
+    device = None
     if variant == "torch":
 
         def run():
@@ -138,22 +144,32 @@ def first_init_child(variant: str, config: str) -> None:
 
         jnp.zeros(()).block_until_ready()  # start the backend before the baseline
         fn, key = init_fn(variant, cfg), jax.random.key(0)
+        if jax.devices()[0].memory_stats() is not None:
+            device = jax.devices()[0]
 
         def run():
             return jax.block_until_ready(fn(key))
 
-    result = {}
+    result = {"memory": "device" if device else "host RSS"}
     with _path(variant):
         for phase in ("first", "warm"):
             gc.collect()
-            base = H.rss_bytes()
+            base = device.memory_stats()["bytes_in_use"] if device else H.rss_bytes()
             H.reset_peak_rss()
             start = time.perf_counter()
             out = run()
             result[f"{phase}_s"] = time.perf_counter() - start
-            result[phase] = (H.peak_rss_bytes() - base) / (cfg.n_params * 4)
+            if device is None:
+                peak = H.peak_rss_bytes()
+            else:
+                peak = device.memory_stats()["peak_bytes_in_use"] if phase == "first" else None
+            result[phase] = None if peak is None else (peak - base) / (cfg.n_params * 4)
             del out
     print(json.dumps(result))
+
+
+def _multiple(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}x"
 
 
 def first_init_table() -> str:
@@ -165,19 +181,14 @@ def first_init_table() -> str:
         rows.append(
             [
                 LABELS[variant],
+                res["memory"],
                 f"{res['first_s']:.2f}",
-                f"{res['first']:.2f}x",
+                _multiple(res["first"]),
                 H.ms(res["warm_s"]),
-                f"{res['warm']:.2f}x",
+                _multiple(res["warm"]),
             ]
         )
-    header = [
-        "init",
-        "first init s",
-        "first peak / params",
-        "warm ms",
-        "warm peak / params",
-    ]
+    header = ["init", "memory", "first init s", "first peak / params", "warm ms", "warm peak"]
     return H.markdown(header, rows)
 
 
@@ -185,20 +196,15 @@ def model_size_table() -> str:
     import _harness as H
     from gpt2 import CONFIGS
 
+    variants = ("nnx", "nnx-eager", "linen-eager")
     rows = []
     for name, cfg in CONFIGS.items():
-        row = [
-            f"GPT-2 {name}",
-            f"{cfg.n_params / 1e6:.0f}M ({cfg.n_params * 4 / 2**30:.2f} GiB)",
-        ]
-        for variant in ("nnx", "nnx-eager", "linen-eager"):
-            row.append(f"{_child(['--first-init-child', variant, name])['first']:.2f}x")
-        rows.append(row)
-    header = [
-        "model",
-        "parameters",
-        *(f"{LABELS[v]}: first peak / params" for v in ("nnx", "nnx-eager", "linen-eager")),
-    ]
+        size = f"{cfg.n_params / 1e6:.0f}M ({cfg.n_params * 4 / 2**30:.2f} GiB)"
+        runs = [_child(["--first-init-child", v, name]) for v in variants]
+        rows.append(
+            [f"GPT-2 {name}", size, runs[0]["memory"], *(_multiple(r["first"]) for r in runs)]
+        )
+    header = ["model", "parameters", "memory", *(f"{LABELS[v]}: first peak" for v in variants)]
     return H.markdown(header, rows)
 
 
