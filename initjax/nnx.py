@@ -496,21 +496,8 @@ def _rnn_inits(hidden, kernel_init, recurrent_kernel_init, bias_init) -> dict[st
     )
 
 
-class SimpleCell(nnx.SimpleCell):
-    """``torch.nn.RNNCell(in_features, hidden_features)`` as ``flax.nnx.SimpleCell``.
-
-    torch's ``nonlinearity='tanh'``/``'relu'`` is ``activation_fn=nnx.tanh``/
-    ``nnx.relu``. Kernels U(+-k), ``k = 1/sqrt(hidden_features)``. Flax has one
-    bias where torch has two: ``dense_i.bias = bias_ih + bias_hh``, drawn as
-    that sum (triangular on [-2k, 2k]). From torch: ``dense_i.kernel =
-    weight_ih.T``, ``dense_h.kernel = weight_hh.T``.
-
-    Creation order differs from torch's (weight_ih, weight_hh, bias_ih,
-    bias_hh): Flax builds ``dense_h.kernel``, then ``dense_i.kernel``, then
-    ``dense_i.bias``.
-
-    Other arguments as ``flax.nnx.SimpleCell``.
-    """
+class _TorchRNNCell:
+    """The cells' shared constructor: ``None`` initializers become torch's defaults."""
 
     def __init__(
         self,
@@ -527,7 +514,24 @@ class SimpleCell(nnx.SimpleCell):
         super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)
 
 
-class LSTMCell(nnx.LSTMCell):
+class SimpleCell(_TorchRNNCell, nnx.SimpleCell):
+    """``torch.nn.RNNCell(in_features, hidden_features)`` as ``flax.nnx.SimpleCell``.
+
+    torch's ``nonlinearity='tanh'``/``'relu'`` is ``activation_fn=nnx.tanh``/
+    ``nnx.relu``. Kernels U(+-k), ``k = 1/sqrt(hidden_features)``. Flax has one
+    bias where torch has two: ``dense_i.bias = bias_ih + bias_hh``, drawn as
+    that sum (triangular on [-2k, 2k]). From torch: ``dense_i.kernel =
+    weight_ih.T``, ``dense_h.kernel = weight_hh.T``.
+
+    Creation order differs from torch's (weight_ih, weight_hh, bias_ih,
+    bias_hh): Flax builds ``dense_h.kernel``, then ``dense_i.kernel``, then
+    ``dense_i.bias``.
+
+    Other arguments as ``flax.nnx.SimpleCell``.
+    """
+
+
+class LSTMCell(_TorchRNNCell, nnx.LSTMCell):
     """``torch.nn.LSTMCell(in_features, hidden_features)`` as ``flax.nnx.LSTMCell``.
 
     Kernels U(+-k), ``k = 1/sqrt(hidden_features)``; each gate's one Flax
@@ -546,22 +550,8 @@ class LSTMCell(nnx.LSTMCell):
     Other arguments as ``flax.nnx.LSTMCell``.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int,
-        *,
-        kernel_init: Initializer | None = None,
-        recurrent_kernel_init: Initializer | None = None,
-        bias_init: Initializer | None = None,
-        rngs: nnx.Rngs,
-        **kwargs: Any,
-    ):
-        inits = _rnn_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
-        super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)
 
-
-class OptimizedLSTMCell(nnx.OptimizedLSTMCell):
+class OptimizedLSTMCell(_TorchRNNCell, nnx.OptimizedLSTMCell):
     """``torch.nn.LSTMCell`` as ``flax.nnx.OptimizedLSTMCell``: torch's own fused layout.
 
     Same distributions as :class:`LSTMCell`. From torch, gates (i, f, g, o)
@@ -572,20 +562,6 @@ class OptimizedLSTMCell(nnx.OptimizedLSTMCell):
 
     Other arguments as ``flax.nnx.OptimizedLSTMCell``.
     """
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int,
-        *,
-        kernel_init: Initializer | None = None,
-        recurrent_kernel_init: Initializer | None = None,
-        bias_init: Initializer | None = None,
-        rngs: nnx.Rngs,
-        **kwargs: Any,
-    ):
-        inits = _rnn_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
-        super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)
 
 
 def _gru_input_bias(hidden: int) -> Initializer:
