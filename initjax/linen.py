@@ -414,6 +414,12 @@ def _rnn_inits(cell, hidden_size: int) -> dict[str, Initializer]:
     }
 
 
+def _torch_cell(cell, base: type[nn.Module]) -> nn.Module:
+    """``base`` in ``cell``'s scope, ``None`` initializers as torch's: U(+-k) kernels, summed bias."""
+    bias_init = _given(cell.bias_init, rnn_bias(cell.features))
+    return _stock(cell, base, bias_init=bias_init, **_rnn_inits(cell, cell.features))
+
+
 class SimpleCell(nn.SimpleCell):
     """``flax.linen.SimpleCell`` initialized as ``torch.nn.RNNCell`` (one step of ``nn.RNN``).
 
@@ -434,9 +440,7 @@ class SimpleCell(nn.SimpleCell):
 
     @nn.compact
     def __call__(self, carry, inputs):
-        inits = _rnn_inits(self, self.features)
-        bias_init = _given(self.bias_init, rnn_bias(self.features))
-        return _stock(self, nn.SimpleCell, bias_init=bias_init, **inits)(carry, inputs)
+        return _torch_cell(self, nn.SimpleCell)(carry, inputs)
 
 
 _LSTM_DOC = """
@@ -467,9 +471,7 @@ class LSTMCell(nn.LSTMCell):
 
     @nn.compact
     def __call__(self, carry, inputs):
-        inits = _rnn_inits(self, self.features)
-        bias_init = _given(self.bias_init, rnn_bias(self.features))
-        return _stock(self, nn.LSTMCell, bias_init=bias_init, **inits)(carry, inputs)
+        return _torch_cell(self, nn.LSTMCell)(carry, inputs)
 
 
 class OptimizedLSTMCell(nn.OptimizedLSTMCell):
@@ -484,9 +486,7 @@ class OptimizedLSTMCell(nn.OptimizedLSTMCell):
 
     @nn.compact
     def __call__(self, carry, inputs):
-        inits = _rnn_inits(self, self.features)
-        bias_init = _given(self.bias_init, rnn_bias(self.features))
-        return _stock(self, nn.OptimizedLSTMCell, bias_init=bias_init, **inits)(carry, inputs)
+        return _torch_cell(self, nn.OptimizedLSTMCell)(carry, inputs)
 
 
 class GRUCell(nn.GRUCell):
