@@ -55,13 +55,16 @@ def init_fn(variant: str, cfg=None, shard_axis=None, **jit_kw):
     from gpt2 import GPT2_SMALL, LinenGPT2, NnxGPT2
 
     cfg = cfg or GPT2_SMALL
-    model = LinenGPT2(cfg, shard_axis)
-    tokens = jnp.zeros((1, 1), jnp.int32)
+    if variant.startswith("linen"):
+        model, tokens = LinenGPT2(cfg, shard_axis), jnp.zeros((1, 1), jnp.int32)
 
-    def fn(key):
-        if variant.startswith("linen"):
+        def fn(key):
             return model.init(key, tokens)
-        return nnx.state(NnxGPT2(cfg, rngs=nnx.Rngs(key), shard_axis=shard_axis))
+
+    else:
+
+        def fn(key):
+            return nnx.state(NnxGPT2(cfg, rngs=nnx.Rngs(key), shard_axis=shard_axis))
 
     return fn if variant.endswith("-eager") else jax.jit(fn, **jit_kw)
 
