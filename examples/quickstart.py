@@ -49,9 +49,15 @@ def main() -> None:
     ours = CNN(torch_init=True).init(key, x)["params"]
     flax_default = CNN(torch_init=False).init(key, x)["params"]
 
-    print("Per parameter: torch's bound, then max|w| and std under initjax and under Flax's defaults.")
-    print("U(-b, b) has std b/sqrt(3); Flax's lecun_normal has std 1/sqrt(fan_in) and zero biases.\n")
-    header = f"{'parameter':<12}{'shape':>16}{'torch bound':>13}{'initjax max':>13}{'initjax std':>13}"
+    print(
+        "Per parameter: torch's bound, then max|w| and std under initjax and under Flax's defaults."
+    )
+    print(
+        "U(-b, b) has std b/sqrt(3); Flax's lecun_normal has std 1/sqrt(fan_in) and zero biases.\n"
+    )
+    header = (
+        f"{'parameter':<12}{'shape':>16}{'torch bound':>13}{'initjax max':>13}{'initjax std':>13}"
+    )
     header += f"{'flax max':>11}{'flax std':>10}"
     print(header)
     print("-" * len(header))
@@ -65,8 +71,10 @@ def main() -> None:
             f"{name:<12}{str(w.shape):>16}{b:>13.5f}{float(jnp.abs(w).max()):>13.5f}"
             f"{float(w.std()):>13.5f}{float(jnp.abs(v).max()):>11.5f}{float(v.std()):>10.5f}"
         )
-    print("\ninitjax stays inside torch's bound and fills it uniformly (std ~ bound/sqrt(3) = "
-          f"{1 / math.sqrt(3):.3f} x bound); Flax's kernels are truncated normals and its biases zero.")
+    print(
+        "\ninitjax stays inside torch's bound and fills it uniformly (std ~ bound/sqrt(3) = "
+        f"{1 / math.sqrt(3):.3f} x bound); Flax's kernels are truncated normals and its biases zero."
+    )
 
 
 if __name__ == "__main__":

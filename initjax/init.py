@@ -318,9 +318,7 @@ def xavier_std(fan_in: int, fan_out: int, gain: float = 1.0) -> float:
 
 
 def _xavier_std(shape, gain, in_axis, out_axis, batch_axis) -> float:
-    fan_in, fan_out = compute_fans(
-        shape, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
-    )
+    fan_in, fan_out = compute_fans(shape, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
     if fan_in + fan_out == 0:
         raise ValueError(f"xavier initialization needs fan_in + fan_out > 0, got shape {shape}")
     return xavier_std(fan_in, fan_out, gain)
@@ -395,9 +393,7 @@ def kaiming_std(fan: int, gain: float) -> float:
 
 
 def _kaiming_std(shape, gain, mode, in_axis, out_axis, batch_axis) -> float:
-    fan_in, fan_out = compute_fans(
-        shape, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis
-    )
+    fan_in, fan_out = compute_fans(shape, in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
     return kaiming_std(fan_in if mode == "fan_in" else fan_out, gain)
 
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 import torch
+from _stats import ALPHA, assert_mean_std, assert_reaches_bound, assert_same_distribution
 from flax import nnx
 
-from _stats import ALPHA, assert_mean_std, assert_reaches_bound, assert_same_distribution
 from initjax import port
 
 Params = dict[str, np.ndarray]

@@ -24,7 +24,9 @@ def assert_ks(x, cdf, what: str = "") -> None:
     """One-sample Kolmogorov-Smirnov test against ``cdf`` (a scipy distribution or callable)."""
     x = _flat(x)
     res = stats.kstest(x, cdf)
-    assert res.pvalue > ALPHA, f"{what}: KS statistic {res.statistic:.4g} (n={x.size}), p={res.pvalue:.3g}"
+    assert res.pvalue > ALPHA, (
+        f"{what}: KS statistic {res.statistic:.4g} (n={x.size}), p={res.pvalue:.3g}"
+    )
 
 
 def assert_same_distribution(x, y, what: str = "") -> None:
@@ -60,7 +62,9 @@ def assert_reaches_bound(x, bound: float, what: str = "") -> None:
     top = np.abs(x).max()
     assert top <= bound, f"{what}: max|w| {top!r} exceeds bound {bound!r}"
     t = -math.log(ALPHA) / x.size
-    assert top >= bound * (1 - t), f"{what}: max|w| {top!r} never nears bound {bound!r} (n={x.size})"
+    assert top >= bound * (1 - t), (
+        f"{what}: max|w| {top!r} never nears bound {bound!r} (n={x.size})"
+    )
 
 
 def assert_uniform(x, low: float, high: float, what: str = "") -> None:

@@ -17,8 +17,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 import torch
-
 from _stats import Z
+
 from initjax import port
 
 
@@ -85,6 +85,6 @@ def assert_same_std(x, y, what: str = "") -> None:
     vx, sx = var_and_se2(x)
     vy, sy = var_and_se2(y)
     tol = Z * math.sqrt(sx + sy) + 1e-12
-    assert (
-        abs(vx - vy) <= tol
-    ), f"{what}: std {math.sqrt(vx):.6g} (n={x.size}) vs torch {math.sqrt(vy):.6g} (n={y.size})"
+    assert abs(vx - vy) <= tol, (
+        f"{what}: std {math.sqrt(vx):.6g} (n={x.size}) vs torch {math.sqrt(vy):.6g} (n={y.size})"
+    )

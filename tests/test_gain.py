@@ -42,7 +42,9 @@ def test_value_equals_torch(nonlinearity, param):
 
 @given(st.floats(min_value=-1e3, max_value=1e3, allow_nan=False) | st.integers(-1000, 1000))
 def test_leaky_relu_slope_equals_torch(slope):
-    assert ij.calculate_gain("leaky_relu", slope) == torch.nn.init.calculate_gain("leaky_relu", slope)
+    assert ij.calculate_gain("leaky_relu", slope) == torch.nn.init.calculate_gain(
+        "leaky_relu", slope
+    )
 
 
 BAD = [

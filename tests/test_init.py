@@ -17,9 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from scipy import stats
-
-import initjax as ij
 from _initializers import RANDOM
 from _stats import (
     ALPHA,
@@ -29,6 +26,9 @@ from _stats import (
     assert_same_distribution,
     assert_uniform,
 )
+from scipy import stats
+
+import initjax as ij
 
 KEY = jax.random.key(0)
 TORCH_LAYOUT = {"in_axis": 1, "out_axis": 0}

@@ -9,17 +9,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import _torch_modules as TM
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _stats import assert_reaches_bound, assert_same_distribution
 from flax.traverse_util import flatten_dict
 
-import _torch_modules as TM
 import initjax as ij
-from _stats import assert_reaches_bound, assert_same_distribution
 
 L = ij.linen
 RNG = np.random.default_rng(0)

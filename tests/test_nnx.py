@@ -19,11 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from flax import nnx
-
-import initjax as ij
-from initjax import nnx as inn
-from _stats import assert_same_distribution
 from _nnx_helpers import (
     check_distribution,
     const,
@@ -38,6 +33,11 @@ from _nnx_helpers import (
     uniform,
     zero_row,
 )
+from _stats import assert_same_distribution
+from flax import nnx
+
+import initjax as ij
+from initjax import nnx as inn
 
 ATOL = 2e-5
 
@@ -292,6 +292,7 @@ def test_linear_general_is_linear_over_axes():
 
 def test_linear_general_batch_axis_is_independent_linears():
     """Each batch entry is drawn as torch.nn.Linear(64, 32): the batch axis is in no fan."""
+
     def build(seed):
         return inn.LinearGeneral(64, 32, batch_axis={0: 8}, rngs=nnx.Rngs(seed))
 
@@ -317,8 +318,15 @@ def test_conv_forward(n, cin, cout, k, s, p, d, g, bias):
     t = getattr(torch.nn, f"Conv{n}d")(cin, cout, k, s, p, d, groups=g, bias=bias)
     m = _ported(
         lambda r: inn.Conv(
-            cin, cout, (k,) * n, s, padding=[(p, p)] * n, kernel_dilation=d,
-            feature_group_count=g, use_bias=bias, rngs=r,
+            cin,
+            cout,
+            (k,) * n,
+            s,
+            padding=[(p, p)] * n,
+            kernel_dilation=d,
+            feature_group_count=g,
+            use_bias=bias,
+            rngs=r,
         ),
         t,
     )
@@ -340,8 +348,15 @@ def test_conv_transpose_forward(n, cin, cout, k, s, p, op, d, g, transpose_kerne
     pad = d * (k - 1) - p
     m = _ported(
         lambda r: inn.ConvTranspose(
-            cin, cout, (k,) * n, s, padding=[(pad, pad + op)] * n, kernel_dilation=d,
-            feature_group_count=g, transpose_kernel=transpose_kernel, rngs=r,
+            cin,
+            cout,
+            (k,) * n,
+            s,
+            padding=[(pad, pad + op)] * n,
+            kernel_dilation=d,
+            feature_group_count=g,
+            transpose_kernel=transpose_kernel,
+            rngs=r,
         ),
         t,
     )
@@ -726,9 +741,12 @@ def test_creation_order():
         assert log == ["kernel", "bias"]
     log.clear()
     inn.OptimizedLSTMCell(
-        2, 3, kernel_init=_recorder(log, "weight_ih", ij.zeros()),
+        2,
+        3,
+        kernel_init=_recorder(log, "weight_ih", ij.zeros()),
         recurrent_kernel_init=_recorder(log, "weight_hh", ij.zeros()),
-        bias_init=_recorder(log, "bias", ij.zeros()), rngs=nnx.Rngs(0),
+        bias_init=_recorder(log, "bias", ij.zeros()),
+        rngs=nnx.Rngs(0),
     )
     assert log == ["weight_ih", "weight_hh", "bias"]
 

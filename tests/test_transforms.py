@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _stats import assert_reaches_bound
 from absl.testing import parameterized
 from flax import nnx
 
 import initjax as ij
-from _stats import assert_reaches_bound
 
 KEY = jax.random.key(0)
 
