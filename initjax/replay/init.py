@@ -210,9 +210,13 @@ def trunc_normal_(
     number of draws depends on the data, exactly as in torch.
 
     The ``p > 0.3`` branch (every common use: the default (0, 1, -2, 2),
-    ViT's std 0.02) is bit-exact. The uniform branch is exact except when a
-    log-density lands between torch's float32 ``log`` and the correctly
-    rounded one (not reproducible outside torch; never observed).
+    ViT's std 0.02) is bit-exact. The uniform branch is bit-exact in float16
+    and bfloat16 (torch's ``log_`` checked on every possible uniform) and in
+    float32 and float64 up to one event: torch's ``log_`` is MKL's ``vsLn``/
+    ``vdLn`` (on every ATen capability), whose float32 result is one ulp
+    off the correctly rounded log used here for 1,264,763 of the 2**24
+    possible float32 uniforms; a decision differs only when the float32
+    log-density equals the lower of the two logs exactly (never observed).
 
     PyTorch: ``torch.nn.init.trunc_normal_(w, mean, std, a, b)``.
     """
