@@ -174,7 +174,11 @@ def _log_density(x: np.ndarray, mean: float, std: float, log_peak: float, dtype:
     work = F64 if dtype == F64 else F32
 
     def tensor_scalar(v: float):  # the scalar as the tensor's dtype, then opmath
-        return work.type(v) if dtype in (F32, F64) else to_half(np.float32(v), dtype).astype(work)
+        return (
+            work.type(v)
+            if dtype in (F32, F64)
+            else to_half(np.asarray(v, np.float32), dtype).astype(work)
+        )
 
     mean_t, log_peak_t = tensor_scalar(mean), tensor_scalar(log_peak)
     c = x.astype(work)
