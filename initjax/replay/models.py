@@ -293,7 +293,7 @@ def _nnx_modules(model: Any) -> dict[Path, Any]:
     }
 
 
-def _post_pass(model: Any, fn, order, construction, how: str) -> After:
+def _post_pass(model: Any, fn, gen: TorchGenerator, order, how: str) -> After:
     """``after`` for :func:`_replay`: ``fn`` on every module's view, in torch's ``how`` order."""
 
     def after(states: dict[Path, State], layers: list[_layers.Layer]) -> None:
@@ -302,10 +302,10 @@ def _post_pass(model: Any, fn, order, construction, how: str) -> After:
         def inside_owner(path: Path) -> bool:
             return path in owners
 
-        root = walk.tree(model, order if order is not None else construction, inside_owner)
+        root = walk.tree(model, order, inside_owner)
         buffers = {layer.path: _buffers(layer) for layer in layers}
         for node in walk.walk(root, how):
-            fn(walk.TorchModule(node, states, buffers))
+            fn(walk.TorchModule(node, states, buffers), gen)
 
     return after
 
@@ -321,7 +321,7 @@ def torch_init(
     recipes: Mapping[Any, Recipe] | None = None,
     order: walk.Order | None = None,
     construction: walk.Order | None = None,
-    post_init: Callable[[walk.TorchModule], None] | None = None,
+    post_init: Callable[[walk.TorchModule, TorchGenerator], None] | None = None,
     walk_order: str = "modules",
 ):
     """Set a ``flax.nnx`` model's parameters to those of its torch twin, in place.
@@ -361,10 +361,11 @@ def torch_init(
         differs from registration (torchvision builds a block's
         ``downsample`` before the block's own layers, registers it last).
         Defaults to ``order``.
-      post_init: ``fn(m)`` called once per module after all are built, with
-        ``m`` a :class:`~initjax.replay.walk.TorchModule` (torch's name, the
-        Flax module, parameters by torch's name in torch's layout); it
-        re-draws parameters in place by assigning replay's draws to them.
+      post_init: ``fn(m, generator)`` called once per module after all are
+        built, with ``m`` a :class:`~initjax.replay.walk.TorchModule` (torch's
+        name, the Flax module, parameters by torch's name in torch's
+        layout); it re-draws parameters in place by assigning replay's draws
+        from ``generator`` to them, as torch's ``_init_weights(module)``.
       walk_order: ``"modules"`` (parents first: ``for m in self.modules()``)
         or ``"apply"`` (children first: ``self.apply(fn)``, transformers'
         ``post_init``).
@@ -375,15 +376,16 @@ def torch_init(
     if walk_order not in walk.WALKS:
         raise ValueError(f"walk_order must be one of {walk.WALKS}, got {walk_order!r}")
     target, variables = _convert._nnx_target(model, rules)
+    gen = _generator(generator)
     built = order if construction is None else construction
     draw_order = list(walk.module_paths(model, built))
     after = None
     if post_init is not None:
-        after = _post_pass(model, post_init, order, construction, walk_order)
+        after = _post_pass(model, post_init, gen, order, walk_order)
     values = _replay(
         target,
         draw_order,
-        _generator(generator),
+        gen,
         copies,
         xavier_after,
         add_bias_kv,

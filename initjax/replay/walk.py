@@ -53,14 +53,15 @@ def _reordered(node: Any, path: Path, items: list[tuple[str, Any]], order: Order
     if keys is None:
         return items
     present = dict(items)
-    missing = [k for k in keys if k not in present]
+    # a name the twin sets to None (torch's nn.Identity) is no submodule here: skipped
+    missing = [k for k in keys if k not in present and not hasattr(node, k)]
     if missing:
         where = _dotted(path) or "<root>"
         raise ValueError(
             f"order names {missing} for {where} ({type(node).__name__}), which has no such "
             f"submodules; it has {sorted(present)}"
         )
-    first = [(k, present[k]) for k in keys]
+    first = [(k, present[k]) for k in keys if k in present]
     return first + [(k, v) for k, v in items if k not in keys]
 
 
