@@ -39,6 +39,13 @@ Order = Mapping[Any, Sequence[str]]
 WALKS = ("modules", "apply")
 
 
+def _torch_rank(keys: list[str]) -> Callable[[str], tuple[int, int]]:
+    """Sort key for a layer's tensors: ``weight`` and ``bias`` first, as torch registers
+    them (port rules may list them alphabetically); the rest keep their order."""
+    first = {"weight": 0, "bias": 1}
+    return lambda k: (first.get(k, 2), keys.index(k))
+
+
 def _dotted(path: Path) -> str:
     return ".".join(path)
 
@@ -156,7 +163,7 @@ class TorchModule:
 
         def visit(node: _Node, prefix: Path) -> Iterator[tuple[str, Path, str]]:
             state = self._states.get(node.path, {})
-            for key in state:
+            for key in sorted(state, key=_torch_rank(list(state))):
                 if (key in self._buffers.get(node.path, ())) == buffers:
                     yield _dotted((*prefix, key)), node.path, key
             for kid in node.kids:
