@@ -184,3 +184,65 @@ def test_post_init_errors_and_views():
 
     with pytest.raises(ValueError, match="recipe for embedder.embedder.convolution"):
         replay.torch_init(model, 0, recipes={nnx.Conv: wrong})
+
+
+class TorchBlock(torch.nn.Module):
+    """torchvision's pattern: ``downsample`` built by the caller, registered last."""
+
+    def __init__(self, downsample):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(4, 8, 3, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3)
+        self.downsample = downsample
+
+
+class TorchTop(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = TorchBlock(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1)))
+        self.fc = torch.nn.Linear(8, 5)
+        for m in self.modules():  # torchvision's ResNet loop, parents first
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, torch.nn.Linear):
+                torch.nn.init.normal_(m.weight, 0.0, 0.01)
+
+
+class Block(nnx.Module):
+    def __init__(self, rngs):
+        self.conv1 = nnx.Conv(4, 8, (3, 3), use_bias=False, rngs=rngs)
+        self.bn1 = nnx.BatchNorm(8, rngs=rngs)
+        self.conv2 = nnx.Conv(8, 8, (3, 3), rngs=rngs)
+        self.downsample = nnx.List([nnx.Conv(4, 8, (1, 1), rngs=rngs)])
+
+
+class Top(nnx.Module):
+    def __init__(self, rngs):
+        self.block = Block(rngs)
+        self.fc = nnx.Linear(8, 5, rngs=rngs)
+
+
+def torchvision_init(m, gen):
+    if isinstance(m.module, nnx.Conv):
+        shape = m["weight"].shape
+        m["weight"] = replay.kaiming_normal_(gen, shape, mode="fan_out", nonlinearity="relu")
+    elif isinstance(m.module, nnx.Linear):
+        m["weight"] = replay.normal_(gen, m["weight"].shape, 0.0, 0.01)
+
+
+def test_construction_order_differs_from_registration():
+    torch.manual_seed(5)
+    reference = TorchTop()
+    gen = replay.TorchGenerator(5)
+    model = replay.torch_init(
+        Top(nnx.Rngs(0)), gen, construction={Block: ["downsample"]}, post_init=torchvision_init
+    )
+    assert_like_torch(model, reference, gen)
+
+    torch.manual_seed(5)
+    reference = TorchTop()
+    gen = replay.TorchGenerator(5)
+    model = replay.torch_init(Top(nnx.Rngs(0)), gen, post_init=torchvision_init)
+    with pytest.raises(AssertionError, match="bias"):  # conv2's bias keeps a construction draw
+        assert_like_torch(model, reference, gen)
