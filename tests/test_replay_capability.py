@@ -32,6 +32,7 @@ CASES = [
     ("kaiming_uniform_", (30, 20), False, (math.sqrt(5),)),
     ("xavier_normal_", (30, 20), False, ()),
     ("trunc_normal_", (40, 25), False, (0.0, 0.02)),
+    ("trunc_normal_", (7, 9), False, (0.3, 1.0, 1.0, 2.0)),  # uniform proposals (p <= 0.3)
     ("uniform_", (300, 100), False, (-0.05, 0.05)),  # large: the compiled kernel
 ]
 DTYPES = {

@@ -13,7 +13,11 @@ what torch's CPU kernels draw, bit for bit, without torch installed:
 
 Whole models: ``replay.torch_init(model, seed)`` gives a ``flax.nnx`` model
 (built in its torch twin's construction order) the twin's initial parameters;
-``replay.torch_variables`` does the same for linen.
+``replay.torch_variables`` does the same for linen. Models that run their
+own init code after construction (torchvision's and transformers' models):
+``torch_init``'s ``recipes``, ``post_init`` and ``order`` (see
+``docs/replay-models.md``); ``parameter_map`` names each torch tensor's Flax
+variables.
 
 Results are numpy arrays in torch's layout. The bits depend on torch's CPU
 kernel: AVX2 and AVX512 give the same numbers (the default model here); pass
@@ -34,19 +38,23 @@ from .init import (
     xavier_uniform_,
 )
 from .layout import to_flax
-from .models import torch_init, torch_variables
+from .models import Recipe, parameter_map, torch_init, torch_variables
 from .ops import DTYPES, normal_, rand, randn, randperm, uniform_
+from .walk import TorchModule
 
 __all__ = [
     "CAPABILITIES",
     "DTYPES",
+    "Recipe",
     "STATE_SIZE",
     "TorchGenerator",
+    "TorchModule",
     "kaiming_normal_",
     "kaiming_uniform_",
     "modules",
     "normal_",
     "orthogonal_",
+    "parameter_map",
     "rand",
     "randn",
     "randperm",

@@ -28,7 +28,7 @@ index; linen layers in the order ``init`` first calls them.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -39,15 +39,20 @@ from .. import defaults
 from ..port import convert as _convert
 from ..port import layers as _layers
 from ..port import rules as R
-from . import modules
+from . import modules, walk
 from .generator import TorchGenerator
 from .init import xavier_uniform_
 from .ops import as_dtype
 
-__all__ = ["torch_init", "torch_variables", "draw_layer"]
+__all__ = ["torch_init", "torch_variables", "draw_layer", "parameter_map", "Recipe"]
 
 Path = tuple[str, ...]
 State = dict[str, np.ndarray]
+
+#: A layer's own draw recipe: ``recipe(generator, shapes, dtype) -> state``, given the
+#: torch tensors' names and shapes (as the layer's port rule names them) and returning
+#: their values in torch's layout, drawn in torch's order (like :mod:`.modules`).
+Recipe = Callable[[TorchGenerator, Mapping[str, tuple[int, ...]], np.dtype], Mapping[str, Any]]
 
 _GATES_TO_MODE = {1: "RNN_TANH", 3: "GRU", 4: "LSTM"}
 
@@ -140,6 +145,55 @@ def _redraw_xavier(gen: TorchGenerator, states: list[State], dtypes: list[np.dty
 # --------------------------------------------------------------- models ---
 
 
+def _recipe(path: Path, module: Any, recipes: Mapping[Any, Recipe] | None) -> Recipe | None:
+    """The user's recipe for a layer: by dotted path first, then by type (MRO)."""
+    if not recipes:
+        return None
+    found = recipes.get(".".join(path))
+    if found is None and module is not None:
+        found = next((recipes[c] for c in type(module).__mro__ if c in recipes), None)
+    return found
+
+
+def _check_recipe_paths(recipes: Mapping[Any, Recipe] | None, known: set[Path]) -> None:
+    for key in recipes or ():
+        if isinstance(key, str) and _path(key) not in known:
+            raise ValueError(f"recipes: no layer with a port rule at {key!r} in this model")
+
+
+def _run_recipe(recipe: Recipe, gen, shapes, dtype, where: str) -> State:
+    state = dict(recipe(gen, shapes, dtype))
+    if set(state) != set(shapes):
+        raise ValueError(
+            f"the recipe for {where} returned tensors {sorted(state)}; "
+            f"its layer has {sorted(shapes)}"
+        )
+    out = {}
+    for name, shape in shapes.items():
+        value = np.asarray(state[name])
+        if value.shape != shape or value.dtype != dtype:
+            raise ValueError(
+                f"the recipe for {where} returned {name} as {value.shape} {value.dtype}; "
+                f"torch's is {shape} {dtype}"
+            )
+        out[name] = value
+    return out
+
+
+def _buffers(layer: _layers.Layer) -> frozenset[str]:
+    """The layer's torch tensors that only non-parameter collections hold (running stats)."""
+    shapes = {v: tuple(x.shape) for v, x in layer.variables.items()}
+    used: dict[str, set[str]] = {}
+    for var, spec in layer.rule.specs(shapes).items():
+        if var in shapes:
+            for name in spec.needs:
+                used.setdefault(name, set()).add(var[0])
+    return frozenset(n for n, cols in used.items() if "params" not in cols)
+
+
+After = Callable[[dict[Path, State], list[_layers.Layer]], None]
+
+
 def _replay(
     target: _layers.Target,
     order: Sequence[Path],
@@ -147,8 +201,16 @@ def _replay(
     copies: Mapping[str, str] | None,
     xavier_after: Sequence[str],
     add_bias_kv: Sequence[str],
+    recipes: Mapping[Any, Recipe] | None = None,
+    modules_at: Mapping[Path, Any] | None = None,
+    after: After | None = None,
 ) -> dict[tuple[str, ...], np.ndarray]:
-    """Draw every layer of ``target`` in ``order``; the new values by full variable path."""
+    """Draw every layer of ``target`` in ``order``; the new values by full variable path.
+
+    ``recipes`` replace a layer's torch-module draws (by path or by the type of
+    its module in ``modules_at``); ``after(states, layers)`` runs once all are
+    drawn, on the torch-layout states, before they are converted.
+    """
     if target.problems or target.orphans:
         found = list(target.problems) + [
             f"{'/'.join(v)}: its layer type {kind} has no port rule (pass rules=...)"
@@ -163,6 +225,7 @@ def _replay(
     roots = [_path(p) for p in xavier_after]
     with_bias_kv = {_path(p) for p in add_bias_kv}
     known = {layer.path for layer in layers}
+    _check_recipe_paths(recipes, known)
     for p in list(copy_of) + list(copy_of.values()) + roots + sorted(with_bias_kv):
         if not any(_within(path, p) for path in known):
             raise ValueError(f"no layer at or below {'.'.join(p)!r} in this model")
@@ -185,15 +248,22 @@ def _replay(
             states[path] = copy.deepcopy(states[original])
         else:
             shapes = _torch_shapes(layer.rule, layer.variables)
-            states[path] = draw_layer(
-                layer.rule, gen, shapes, dtypes[path], add_bias_kv=path in with_bias_kv
-            )
+            recipe = _recipe(path, (modules_at or {}).get(path), recipes)
+            if recipe is not None:
+                where = f"{'.'.join(path) or '<root>'} ({layer.kind})"
+                states[path] = _run_recipe(recipe, gen, shapes, dtypes[path], where)
+            else:
+                states[path] = draw_layer(
+                    layer.rule, gen, shapes, dtypes[path], add_bias_kv=path in with_bias_kv
+                )
         following = layers[i + 1].path if i + 1 < len(layers) else None
         for root in list(pending_roots):
             if _within(path, root) and (following is None or not _within(following, root)):
                 inside = [p for p in states if _within(p, root)]
                 _redraw_xavier(gen, [states[p] for p in inside], [dtypes[p] for p in inside])
                 pending_roots.remove(root)
+    if after is not None:
+        after(states, layers)
 
     values: dict[tuple[str, ...], np.ndarray] = {}
     for layer in layers:
@@ -213,22 +283,31 @@ def _replay(
     return values
 
 
-def _nnx_order(node: Any, path: Path = ()) -> Iterator[Path]:
-    """Module paths in construction order: attributes as assigned, lists by index."""
+def _nnx_modules(model: Any) -> dict[Path, Any]:
     from flax import nnx
 
-    if isinstance(node, nnx.Module):
-        yield path
-        items = ((k, v) for k, v in vars(node).items() if not k.startswith("_"))
-    elif isinstance(node, (list, tuple, nnx.List)):
-        items = ((str(i), v) for i, v in enumerate(node))
-    elif isinstance(node, (dict, nnx.Dict)):
-        items = ((str(k), v) for k, v in node.items())
-    else:
-        return
-    for key, child in items:
-        if isinstance(child, (nnx.Module, list, tuple, dict, nnx.List, nnx.Dict)):
-            yield from _nnx_order(child, (*path, key))
+    return {
+        tuple(str(p) for p in path): node
+        for path, node in nnx.iter_graph(model)
+        if isinstance(node, nnx.Module)
+    }
+
+
+def _post_pass(model: Any, fn, gen: TorchGenerator, order, how: str) -> After:
+    """``after`` for :func:`_replay`: ``fn`` on every module's view, in torch's ``how`` order."""
+
+    def after(states: dict[Path, State], layers: list[_layers.Layer]) -> None:
+        owners = {layer.path for layer in layers if not layer.rule.own_only}
+
+        def inside_owner(path: Path) -> bool:
+            return path in owners
+
+        root = walk.tree(model, order, inside_owner)
+        buffers = {layer.path: _buffers(layer) for layer in layers}
+        for node in walk.walk(root, how):
+            fn(walk.TorchModule(node, states, buffers), gen)
+
+    return after
 
 
 def torch_init(
@@ -239,6 +318,11 @@ def torch_init(
     xavier_after: Sequence[str] = (),
     add_bias_kv: Sequence[str] = (),
     rules: Mapping[type, Any] | None = None,
+    recipes: Mapping[Any, Recipe] | None = None,
+    order: walk.Order | None = None,
+    construction: walk.Order | None = None,
+    post_init: Callable[[walk.TorchModule, TorchGenerator], None] | None = None,
+    walk_order: str = "modules",
 ):
     """Set a ``flax.nnx`` model's parameters to those of its torch twin, in place.
 
@@ -247,6 +331,12 @@ def torch_init(
     layers in the order ``TorchModel.__init__`` builds their torch twins.
     Pass a :class:`TorchGenerator` instead of a seed to continue from (and
     leave) a stream position: afterwards it stands where torch's does.
+
+    Real models' own init code is given in three pieces (see
+    ``docs/replay-models.md``): ``recipes`` for layers whose torch module
+    draws something else while it is built, ``post_init`` for the function
+    the model runs over its modules afterwards, ``order``/``construction``
+    where the twin declares submodules in another order than torch.
 
     Args:
       model: a ``flax.nnx.Module``; every parameter must belong to a layer
@@ -258,16 +348,79 @@ def torch_init(
       add_bias_kv: paths of attention layers built with ``add_bias_kv=True``.
       rules: extra ``{layer class: port rule}`` entries, as in
         :func:`initjax.port.torch_to_nnx`.
+      recipes: ``{layer class or dotted path: recipe}``: what a layer draws
+        when torch builds it, instead of its torch module's default; a
+        :data:`Recipe` is ``recipe(generator, shapes, dtype) -> {torch name:
+        value}`` (torch's names and layout, as its port rule names them). A
+        path wins over a class; a class matches subclasses.
+      order: ``{module class or dotted path: [child names]}``: torch's
+        registration order (``named_children()``) of a module's children
+        where the twin declares them in another order; children not named
+        follow in the twin's order. Used for drawing and for ``post_init``.
+      construction: the same, for torch's *construction* order where it
+        differs from registration (torchvision builds a block's
+        ``downsample`` before the block's own layers, registers it last).
+        Defaults to ``order``.
+      post_init: ``fn(m, generator)`` called once per module after all are
+        built, with ``m`` a :class:`~initjax.replay.walk.TorchModule` (torch's
+        name, the Flax module, parameters by torch's name in torch's
+        layout); it re-draws parameters in place by assigning replay's draws
+        from ``generator`` to them, as torch's ``_init_weights(module)``.
+      walk_order: ``"modules"`` (parents first: ``for m in self.modules()``)
+        or ``"apply"`` (children first: ``self.apply(fn)``, transformers'
+        ``post_init``).
 
     Returns:
       ``model``.
     """
+    if walk_order not in walk.WALKS:
+        raise ValueError(f"walk_order must be one of {walk.WALKS}, got {walk_order!r}")
     target, variables = _convert._nnx_target(model, rules)
-    order = list(_nnx_order(model))
-    values = _replay(target, order, _generator(generator), copies, xavier_after, add_bias_kv)
+    gen = _generator(generator)
+    built = order if construction is None else construction
+    draw_order = list(walk.module_paths(model, built))
+    after = None
+    if post_init is not None:
+        after = _post_pass(model, post_init, gen, order, walk_order)
+    values = _replay(
+        target,
+        draw_order,
+        gen,
+        copies,
+        xavier_after,
+        add_bias_kv,
+        recipes=recipes,
+        modules_at=_nnx_modules(model),
+        after=after,
+    )
     for full, var in variables.items():
         var.set_value(jnp.asarray(values[full]))
     return model
+
+
+def parameter_map(
+    model: Any, *, rules: Mapping[type, Any] | None = None
+) -> dict[str, list[tuple[str, ...]]]:
+    """Each torch tensor name of a ``flax.nnx`` model's twin -> the Flax variables it fills.
+
+    ``{"h.0.attn.c_attn.weight": [("params", "h", "0", "attn", "c_attn", "weight")], ...}``:
+    torch's ``state_dict`` names (the twin's attribute paths, as
+    :mod:`initjax.port` reads them), each with the full paths ``(collection,
+    *path)`` of the Flax variables computed from it (several for a fused
+    tensor such as ``in_proj_weight``), in the twin's layer order.
+    """
+    target, _ = _convert._nnx_target(model, rules)
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for layer in target.layers:
+        shapes = {v: tuple(x.shape) for v, x in layer.variables.items()}
+        prefix = ".".join(layer.path)
+        for var, spec in layer.rule.specs(shapes).items():
+            if var not in shapes:
+                continue
+            for name in spec.needs:
+                key = f"{prefix}.{name}" if prefix else name
+                out.setdefault(key, []).append((var[0], *layer.path, *var[1:]))
+    return out
 
 
 def torch_variables(
@@ -278,6 +431,7 @@ def torch_variables(
     xavier_after: Sequence[str] = (),
     add_bias_kv: Sequence[str] = (),
     rules: Mapping[type, Any] | None = None,
+    recipes: Mapping[Any, Recipe] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """A ``flax.linen`` model's variables with its torch twin's initial parameters.
@@ -285,14 +439,24 @@ def torch_variables(
     The linen counterpart of :func:`torch_init`: ``model.init`` is traced
     abstractly on ``*args, **kwargs`` (example inputs) to find the layers in
     the order it first calls them, then each draws what its torch twin
-    draws. Returns ``{"params": ..., "batch_stats": ...}`` as ``model.init``
-    would.
+    draws (or its ``recipes`` entry, as in :func:`torch_init`; the
+    post-construction pass is nnx-only). Returns ``{"params": ...,
+    "batch_stats": ...}`` as ``model.init`` would.
     """
     layers = _layers.linen_layers(model, *args, **kwargs)
     abstract = jax.eval_shape(lambda key: model.init(key, *args, **kwargs), jax.random.key(0))
     target = _convert._linen_target(abstract, layers, rules)
     order = [tuple(p) for p in layers]
-    values = _replay(target, order, _generator(generator), copies, xavier_after, add_bias_kv)
+    values = _replay(
+        target,
+        order,
+        _generator(generator),
+        copies,
+        xavier_after,
+        add_bias_kv,
+        recipes=recipes,
+        modules_at={tuple(p): m for p, m in layers.items()},
+    )
     from flax import traverse_util
 
     out: dict[str, Any] = {}
