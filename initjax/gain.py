@@ -27,6 +27,8 @@ def _negative_slope(param: object) -> float:
     # torch accepts Python ints (not bools) and floats only.
     if isinstance(param, bool) or not isinstance(param, (int, float)):
         raise ValueError(f"negative_slope {param} not a valid number")
+    if not math.isfinite(param):  # torch returns a nan or 0 gain here
+        raise ValueError(f"negative_slope must be finite, got {param}")
     return param
 
 
@@ -47,9 +49,10 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     ignored for every other nonlinearity, as in torch.
 
     Raises:
-      ValueError: for an unknown nonlinearity (names are case-sensitive), or a
-        leaky_relu slope that is not an ``int`` or ``float`` (``bool`` included),
-        with torch's messages.
+      ValueError: for an unknown nonlinearity (names are case-sensitive; torch's
+        message plus the supported names), a leaky_relu slope that is not an
+        ``int`` or ``float`` (``bool`` included; torch's message), or one that is
+        not finite (torch returns a NaN or zero gain for those).
 
     PyTorch: ``torch.nn.init.calculate_gain(nonlinearity, param)``.
     """
@@ -64,4 +67,6 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
         return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
-    raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
+    raise ValueError(
+        f"Unsupported nonlinearity {nonlinearity}; supported: {', '.join(NONLINEARITIES)}"
+    )
