@@ -21,7 +21,7 @@ __all__ = ["atomic_write"]
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a binary file object whose contents replace ``path`` on a clean exit.
 
     On an exception inside the ``with`` block, ``path`` is left as it was and the
