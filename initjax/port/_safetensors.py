@@ -161,7 +161,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             raise _bad(path, f"header length {n} exceeds the limit of {MAX_HEADER_BYTES} bytes")
         raw = f.read(n)
     if not raw.startswith(b"{"):
-        raise _bad(path, "header does not start with '{'")
+        raise _bad(path, "header must be a JSON object starting with '{'")
     depth = 0
     for bracket in _BRACKET.findall(_STRING.sub(b"", raw)):
         depth += 1 if bracket in b"[{" else -1
