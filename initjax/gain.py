@@ -27,8 +27,6 @@ def _negative_slope(param: object) -> float:
     # torch accepts Python ints (not bools) and floats only.
     if isinstance(param, bool) or not isinstance(param, (int, float)):
         raise ValueError(f"negative_slope {param} not a valid number")
-    if not math.isfinite(param):  # torch returns a nan or 0 gain here
-        raise ValueError(f"negative_slope must be finite, got {param}")
     return param
 
 
@@ -51,11 +49,14 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     Raises:
       ValueError: for an unknown nonlinearity (names are case-sensitive; torch's
         message plus the supported names), a leaky_relu slope that is not an
-        ``int`` or ``float`` (``bool`` included; torch's message), or one that is
-        not finite (torch returns a NaN or zero gain for those).
+        ``int`` or ``float`` (``bool`` included; torch's message), or a ``param``
+        that is not finite, whatever the nonlinearity (torch returns a NaN or
+        zero gain for leaky_relu and ignores it otherwise).
 
     PyTorch: ``torch.nn.init.calculate_gain(nonlinearity, param)``.
     """
+    if isinstance(param, float) and not math.isfinite(param):  # torch: a NaN or zero gain
+        raise ValueError(f"param (the negative slope) must be finite, got {param}")
     if nonlinearity in _UNIT_GAIN:
         return 1.0
     if nonlinearity == "tanh":
