@@ -17,6 +17,17 @@ Differences from torch, all deliberate: where torch fails by accident
 does something odd (negative sparsity or groups, negative std), these raise a
 clear ``ValueError``; integer and boolean dtypes raise ``TypeError`` for the
 random initializers.
+
+Nothing silently becomes inf or NaN: every argument must be finite (checked
+when the factory is called; ``trunc_normal``'s ``a``/``b`` may be infinite,
+meaning no truncation on that side), and a bound, mean, std, gain or constant outside
+the requested dtype's finite range raises ``ValueError`` naming the value and
+the dtype, when the factory is given a ``dtype``, else at the init call (also
+under ``jax.eval_shape``; torch raises ``RuntimeError`` for most of these).
+Half types are sampled in float32 and rounded once, so e.g. ``uniform(0, 7e4)``
+in float16 raises instead of rounding samples to inf. Only ``constant`` takes
+an explicit ``inf``/``nan`` fill, as torch does. float64 requested while
+``jax_enable_x64`` is off warns, as ``jax.random`` does, and gives float32.
 """
 
 from __future__ import annotations

@@ -140,11 +140,30 @@ def test_array_whose_buffer_raises_mid_write(tmp_path):
 
 def test_new_file_keeps_permissions_of_the_old(tmp_path):
     path = tmp_path / "m.safetensors"
+    umask = os.umask(0o027)
+    try:
+        port.save_safetensors(path, _tensors(10))  # a new file: the umask's mode, as open()
+    finally:
+        os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    os.chmod(path, 0o604)
     port.save_safetensors(path, _tensors(10))
+    assert os.stat(path).st_mode & 0o777 == 0o604
     os.chmod(path, 0o640)
     port.save_safetensors(path, _tensors(20))
     assert os.stat(path).st_mode & 0o777 == 0o640
     assert port.load_safetensors(path)["w"].shape == (20, 4)
+
+
+def test_a_symlink_is_replaced_and_its_target_left_alone(tmp_path):
+    target = tmp_path / "blob"
+    port.save_safetensors(target, _tensors(10))
+    before = target.read_bytes()
+    link = tmp_path / "m.safetensors"
+    link.symlink_to(target)
+    port.save_safetensors(link, _tensors(20))
+    assert not link.is_symlink() and port.load_safetensors(link)["w"].shape == (20, 4)
+    assert target.read_bytes() == before
 
 
 # ----------------------------------------------------------- strict reader ---
