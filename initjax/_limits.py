@@ -16,6 +16,7 @@ It also warns, as ``jax.random`` does, when float64 is requested while
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import warnings
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = ["check_in_range", "check_uniform", "warn_if_truncated"]
 _DEFAULT_TYPES = (builtins.bool, builtins.int, builtins.float, builtins.complex)
 
 
+@functools.cache
 def _limits(dtype: np.dtype) -> tuple[float, float] | None:
     """The finite range ``[lowest, max]`` of ``dtype``, or ``None`` where nothing overflows."""
     if jnp.issubdtype(dtype, jnp.floating):
@@ -72,7 +74,7 @@ def check_uniform(
     """
     check_in_range(dtype, who, **({"bound": b} if bound else {"a": a, "b": b}))
     width = b - a
-    top = float(jnp.finfo(compute).max)
+    top = float(np.finfo(compute).max)  # compute is float32 or float64
     if not width <= top:  # also catches an overflow to inf in float64
         raise ValueError(
             f"{who}: the interval [{a!r}, {b!r}] is wider ({width!r}) than the largest "
