@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -21,18 +21,21 @@ __all__ = ["atomic_write"]
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a binary file object whose contents replace ``path`` on a clean exit.
 
     On an exception inside the ``with`` block, ``path`` is left as it was and the
-    temporary file is removed; the exception propagates.
+    temporary file is removed; the exception propagates. The new file keeps the
+    old one's permissions (a new file gets the umask's, as ``open`` gives). A
+    symbolic link at ``path`` is replaced by the new file; its target is untouched.
     """
     target = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
+    directory, name = os.path.split(target)
+    fd, tmp = _create_temporary(directory, name)
     try:
-        os.chmod(tmp, _mode(target))
         with os.fdopen(fd, "wb") as f:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(tmp, os.stat(target).st_mode & 0o7777)
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -44,14 +47,16 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync_directory(directory)
 
 
-def _mode(target: str) -> int:
-    """The permissions the new file gets: the old file's, else what ``open`` would give."""
-    try:
-        return os.stat(target).st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+def _create_temporary(directory: str, name: str) -> tuple[int, str]:
+    """A new, empty, uniquely named file beside ``name``, created with the umask's mode."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {name!r} in {directory!r}")
 
 
 def _fsync_directory(directory: str) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 from jax.nn.initializers import Initializer
 
+from . import _limits as L
 from . import _sampling as S
 from .fans import canonical_shape, compute_fans
 from .gain import calculate_gain
@@ -151,6 +152,7 @@ def conv_transpose_kernel(
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape = canonical_shape(shape)
+        L.warn_if_truncated(dtype if dtype is not None else default, "conv_transpose_kernel")
         dtype = S.resolve_dtype(dtype, default, floating=True)
         if math.prod(shape) == 0:
             return S.empty(shape, dtype, out_sharding)
@@ -158,6 +160,9 @@ def conv_transpose_kernel(
         if fan_out % groups:
             raise ValueError(f"out_axis size of {shape} must be divisible by groups={groups}")
         bound = SQRT3 * kaiming_std(fan_out // groups, gain)
+        L.check_uniform(
+            dtype, "conv_transpose_kernel", -bound, bound, S.compute_dtype(dtype), bound=True
+        )
         return S.uniform(key, shape, dtype, -bound, bound, out_sharding)
 
     return init
@@ -223,6 +228,7 @@ def rnn_bias(hidden_size: int, *, dtype: DTypeLike | None = None) -> Initializer
     default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
+        L.warn_if_truncated(dtype if dtype is not None else default, "rnn_bias")
         dtype = S.resolve_dtype(dtype, default, floating=True)
         comp = S.compute_dtype(dtype)
         k_ih, k_hh = jax.random.split(key)

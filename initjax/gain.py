@@ -47,12 +47,16 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
     ignored for every other nonlinearity, as in torch.
 
     Raises:
-      ValueError: for an unknown nonlinearity (names are case-sensitive), or a
-        leaky_relu slope that is not an ``int`` or ``float`` (``bool`` included),
-        with torch's messages.
+      ValueError: for an unknown nonlinearity (names are case-sensitive; torch's
+        message plus the supported names), a leaky_relu slope that is not an
+        ``int`` or ``float`` (``bool`` included; torch's message), or a ``param``
+        that is not finite, whatever the nonlinearity (torch returns a NaN or
+        zero gain for leaky_relu and ignores it otherwise).
 
     PyTorch: ``torch.nn.init.calculate_gain(nonlinearity, param)``.
     """
+    if isinstance(param, float) and not math.isfinite(param):  # torch: a NaN or zero gain
+        raise ValueError(f"param (the negative slope) must be finite, got {param}")
     if nonlinearity in _UNIT_GAIN:
         return 1.0
     if nonlinearity == "tanh":
@@ -64,4 +68,6 @@ def calculate_gain(nonlinearity: str, param: int | float | None = None) -> float
         return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity == "selu":
         return 3.0 / 4
-    raise ValueError(f"Unsupported nonlinearity {nonlinearity}")
+    raise ValueError(
+        f"Unsupported nonlinearity {nonlinearity}; supported: {', '.join(NONLINEARITIES)}"
+    )

@@ -17,6 +17,17 @@ Differences from torch, all deliberate: where torch fails by accident
 does something odd (negative sparsity or groups, negative std), these raise a
 clear ``ValueError``; integer and boolean dtypes raise ``TypeError`` for the
 random initializers.
+
+Nothing silently becomes inf or NaN: every argument must be finite (checked
+when the factory is called; ``trunc_normal``'s ``a``/``b`` may be infinite,
+meaning no truncation on that side), and a bound, mean, std, gain or constant outside
+the requested dtype's finite range raises ``ValueError`` naming the value and
+the dtype, when the factory is given a ``dtype``, else at the init call (also
+under ``jax.eval_shape``; torch raises ``RuntimeError`` for most of these).
+Half types are sampled in float32 and rounded once, so e.g. ``uniform(0, 7e4)``
+in float16 raises instead of rounding samples to inf. Only ``constant`` takes
+an explicit ``inf``/``nan`` fill, as torch does. float64 requested while
+``jax_enable_x64`` is off warns, as ``jax.random`` does, and gives float32.
 """
 
 from __future__ import annotations
@@ -27,9 +38,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.nn.initializers import Initializer
 
+from . import _limits as L
 from . import _sampling as S
 from .fans import Axes, canonical_shape, compute_fans, normalize_axes
 from .gain import calculate_gain
@@ -66,6 +79,13 @@ def _real(value: Any, name: str, *, finite: bool = True) -> float:
     return value
 
 
+def _real_scalar(value: Any) -> float | None:
+    """A real Python or numpy scalar as a float; ``None`` for bools, complex and arrays."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def _nonnegative(value: Any, name: str) -> float:
     value = _real(value, name)
     if value < 0:
@@ -80,8 +100,15 @@ def _mode(mode: Any) -> str:
     raise ValueError(f"Mode {mode!r} not supported, please use one of ['fan_in', 'fan_out']")
 
 
-def _prologue(shape, dtype, default, *, floating: bool = True):
+def _prologue(shape, dtype, default, who: str, *, floating: bool = True):
+    L.warn_if_truncated(dtype if dtype is not None else default, who, stacklevel=4)
     return canonical_shape(shape), S.resolve_dtype(dtype, default, floating=floating)
+
+
+def _check_now(default, check, *, floating: bool = True) -> None:
+    """Run ``check(dtype)`` at the factory when it was given a dtype (inits run it again)."""
+    if default is not None:
+        check(S.resolve_dtype(default, None, floating=floating))
 
 
 def _two_axes(shape, in_axis: int, out_axis: int) -> tuple[int, int]:
@@ -109,8 +136,14 @@ def uniform(a: float = 0.0, b: float = 1.0, *, dtype: DTypeLike | None = None) -
         raise ValueError(f"uniform expects a <= b, got a={a} > b={b}")
     default = S.factory_dtype(dtype)
 
+    def check(dtype):
+        L.check_uniform(dtype, "uniform", a, b, S.compute_dtype(dtype))
+
+    _check_now(default, check)
+
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "uniform")
+        check(dtype)
         return S.uniform(key, shape, dtype, a, b, out_sharding)
 
     return init
@@ -126,8 +159,14 @@ def normal(mean: float = 0.0, std: float = 1.0, *, dtype: DTypeLike | None = Non
     mean, std = _real(mean, "mean"), _nonnegative(std, "std")
     default = S.factory_dtype(dtype)
 
+    def check(dtype):
+        L.check_in_range(dtype, "normal", mean=mean, std=std)
+
+    _check_now(default, check)
+
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "normal")
+        check(dtype)
         return S.normal(key, shape, dtype, mean, std, out_sharding)
 
     return init
@@ -163,8 +202,14 @@ def trunc_normal(
     S.check_truncation(mean, std, a, b)
     default = S.factory_dtype(dtype)
 
+    def check(dtype):
+        L.check_in_range(dtype, "trunc_normal", mean=mean, std=std)
+
+    _check_now(default, check)
+
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "trunc_normal")
+        check(dtype)
         return S.truncated_normal(key, shape, dtype, mean, std, a, b, out_sharding)
 
     return init
@@ -181,9 +226,17 @@ def constant(val: Any, *, dtype: DTypeLike | None = None) -> Initializer:
     if jnp.ndim(val) != 0:
         raise ValueError(f"constant expects a scalar value, got shape {jnp.shape(val)}")
     default = S.factory_dtype(dtype, floating=False)
+    value = _real_scalar(val)
+
+    def check(dtype):
+        if value is not None:
+            L.check_in_range(dtype, "constant", val=value)
+
+    _check_now(default, check, floating=False)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default, floating=False)
+        shape, dtype = _prologue(shape, dtype, default, "constant", floating=False)
+        check(dtype)
         return jnp.full(shape, val, dtype, out_sharding=out_sharding)
 
     return init
@@ -209,7 +262,7 @@ def eye(*, in_axis: int = -2, out_axis: int = -1, dtype: DTypeLike | None = None
     default = S.factory_dtype(dtype, floating=False)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default, floating=False)
+        shape, dtype = _prologue(shape, dtype, default, "eye", floating=False)
         if len(shape) != 2:
             raise ValueError(f"Only tensors with 2 dimensions are supported (got shape {shape})")
         _two_axes(shape, in_axis, out_axis)
@@ -236,7 +289,7 @@ def dirac(
     default = S.factory_dtype(dtype, floating=False)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default, floating=False)
+        shape, dtype = _prologue(shape, dtype, default, "dirac", floating=False)
         if len(shape) not in (3, 4, 5):
             raise ValueError(
                 f"Only tensors with 3, 4, or 5 dimensions are supported (got shape {shape})"
@@ -281,8 +334,9 @@ def xavier_uniform(
     default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "xavier_uniform")
         bound = SQRT3 * _xavier_std(shape, gain, in_axis, out_axis, batch_axis)
+        L.check_uniform(dtype, "xavier_uniform", -bound, bound, S.compute_dtype(dtype), bound=True)
         return S.uniform(key, shape, dtype, -bound, bound, out_sharding)
 
     return init
@@ -305,8 +359,9 @@ def xavier_normal(
     default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "xavier_normal")
         std = _xavier_std(shape, gain, in_axis, out_axis, batch_axis)
+        L.check_in_range(dtype, "xavier_normal", std=std)
         return S.normal(key, shape, dtype, 0.0, std, out_sharding)
 
     return init
@@ -349,10 +404,11 @@ def kaiming_uniform(
     default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "kaiming_uniform")
         if math.prod(shape) == 0:
             return S.empty(shape, dtype, out_sharding)
         bound = SQRT3 * _kaiming_std(shape, gain, mode, in_axis, out_axis, batch_axis)
+        L.check_uniform(dtype, "kaiming_uniform", -bound, bound, S.compute_dtype(dtype), bound=True)
         return S.uniform(key, shape, dtype, -bound, bound, out_sharding)
 
     return init
@@ -378,10 +434,11 @@ def kaiming_normal(
     default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "kaiming_normal")
         if math.prod(shape) == 0:
             return S.empty(shape, dtype, out_sharding)
         std = _kaiming_std(shape, gain, mode, in_axis, out_axis, batch_axis)
+        L.check_in_range(dtype, "kaiming_normal", std=std)
         return S.normal(key, shape, dtype, 0.0, std, out_sharding)
 
     return init
@@ -418,8 +475,14 @@ def orthogonal(
     gain = _real(gain, "gain")
     default = S.factory_dtype(dtype)
 
+    def check(dtype):  # |entries| <= 1 before the gain
+        L.check_in_range(dtype, "orthogonal", gain=gain)
+
+    _check_now(default, check)
+
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "orthogonal")
+        check(dtype)
         if len(shape) < 2:
             raise ValueError(
                 f"Only tensors with 2 or more dimensions are supported (got shape {shape})"
@@ -465,8 +528,14 @@ def sparse(
         raise ValueError(f"sparse expects 0 <= sparsity <= 1, got {sparsity}")
     default = S.factory_dtype(dtype)
 
+    def check(dtype):
+        L.check_in_range(dtype, "sparse", std=std)
+
+    _check_now(default, check)
+
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        shape, dtype = _prologue(shape, dtype, default)
+        shape, dtype = _prologue(shape, dtype, default, "sparse")
+        check(dtype)
         if len(shape) != 2:
             raise ValueError(f"Only tensors with 2 dimensions are supported (got shape {shape})")
         _, o = _two_axes(shape, in_axis, out_axis)

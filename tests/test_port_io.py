@@ -90,7 +90,7 @@ def test_we_read_reference(tmp_path):
         (lambda b: b[:5], "too short"),
         (lambda b: struct.pack("<Q", 10**9) + b[8:], "exceeds the file"),
         (lambda b: b[:-4], "data section"),
-        (lambda b: b[:8] + b"\xff" + b[9:], "JSON"),
+        (lambda b: b[:9] + b"\xff" + b[10:], "JSON"),
     ],
 )
 def test_malformed_files_are_rejected(tmp_path, corrupt, message):
@@ -109,7 +109,7 @@ def test_overlapping_offsets_are_rejected(tmp_path):
     text = json.dumps(header).encode()
     path = tmp_path / "overlap.safetensors"
     path.write_bytes(struct.pack("<Q", len(text)) + text + bytes(12))
-    with pytest.raises(ValueError, match="starts at byte 4"):
+    with pytest.raises(ValueError, match="start at byte 4"):
         port.load_safetensors(path)
 
 

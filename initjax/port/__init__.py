@@ -8,7 +8,8 @@
     abstract = jax.eval_shape(model.init, jax.random.key(0), x)
     variables, report = port.torch_to_linen("model.safetensors", abstract, layers)
 
-- Reading: ``.safetensors`` with initjax's own reader (no torch needed);
+- Reading: safetensors with initjax's own reader (no torch needed; one
+  :class:`SafetensorsError` for every malformed file);
   ``.pt``/``.bin`` only through ``torch.load(weights_only=True)``; or an
   in-memory state_dict of torch tensors / numpy arrays (:func:`load_state_dict`).
 - Mapping: one explicit rule per Flax layer type (:mod:`initjax.port.rules`),
@@ -20,7 +21,7 @@
   :func:`save_safetensors`.
 """
 
-from ._safetensors import load_safetensors, save_safetensors
+from ._safetensors import SafetensorsError, load_safetensors, save_safetensors
 from ._source import Source, StateDict, UnsafeCheckpointError, load_state_dict, to_torch_tensors
 from .convert import (
     PortError,
@@ -40,6 +41,7 @@ __all__ = [
     "PortReport",
     "Rename",
     "Rule",
+    "SafetensorsError",
     "Source",
     "StateDict",
     "UnsafeCheckpointError",

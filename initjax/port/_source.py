@@ -1,29 +1,33 @@
 """Reading a PyTorch state_dict into numpy, safely.
 
-``.safetensors`` files are read without torch. Pickle-based files
-(``.pt``/``.pth``/``.bin``/...) go through ``torch.load(weights_only=True)``
-only: torch's restricted unpickler, which builds tensors and plain containers
-and refuses every other global, so a malicious file executes nothing.
+safetensors files are read without torch; a file is one when its name ends
+in ``.safetensors`` or its first bytes are a safetensors header, whatever its
+name. Other files (``.pt``/``.pth``/``.bin``/...) go through
+``torch.load(weights_only=True)`` only: torch's restricted unpickler, which
+builds tensors and plain containers and refuses every other global, so a
+malicious file executes nothing.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from ._safetensors import load_safetensors
+from ._safetensors import MAX_HEADER_BYTES, load_safetensors
 
 __all__ = ["load_state_dict", "to_torch_tensors", "UnsafeCheckpointError", "StateDict", "Source"]
 
 #: A state_dict as initjax holds it: torch key -> numpy array.
 StateDict = dict[str, np.ndarray]
 #: What the porting functions accept: a file path or an in-memory state_dict.
-Source = str | os.PathLike | Mapping[str, Any]
+Source = str | os.PathLike[str] | Mapping[str, Any]
 
 
 class UnsafeCheckpointError(ValueError):
@@ -42,9 +46,20 @@ def _is_torch_tensor(value: Any) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 
-def _from_torch(name: str, tensor: Any) -> np.ndarray:
+def _from_torch(name: str, tensor: Any, origin: str) -> np.ndarray:
     import torch
 
+    if tensor.is_meta:
+        raise ValueError(
+            f"{origin}: tensor {name!r} is on the meta device and holds no values; "
+            "materialize the model first (e.g. model.to_empty(device='cpu') and then "
+            "initialize or load its weights) and pass that state_dict"
+        )
+    if tensor.layout != torch.strided:
+        raise ValueError(
+            f"{origin}: tensor {name!r} has layout {tensor.layout}, not a dense tensor; "
+            f"convert it with .to_dense() (e.g. state[{name!r}] = state[{name!r}].to_dense())"
+        )
     t = tensor.detach().cpu().resolve_conj().resolve_neg().contiguous()
     via = _VIA_BITS.get(str(t.dtype))
     if via is not None:
@@ -63,7 +78,7 @@ def _from_mapping(items: Mapping[str, Any], origin: str) -> StateDict:
         if not isinstance(name, str):
             raise TypeError(f"{origin}: state_dict keys must be strings, got {name!r}")
         if _is_torch_tensor(value):
-            out[name] = _from_torch(name, value)
+            out[name] = _from_torch(name, value, origin)
         elif isinstance(value, Mapping):
             raise TypeError(
                 f"{origin}: {name!r} holds a nested mapping, not a tensor; pass that "
@@ -78,7 +93,7 @@ def _from_mapping(items: Mapping[str, Any], origin: str) -> StateDict:
     return out
 
 
-def _load_pickle(path: str | os.PathLike) -> StateDict:
+def _load_pickle(path: str | os.PathLike[str]) -> StateDict:
     try:
         import torch
     except ImportError:
@@ -89,12 +104,14 @@ def _load_pickle(path: str | os.PathLike) -> StateDict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsafeCheckpointError(
-            f"{os.fspath(path)!r} is not a weights-only checkpoint, so it was not loaded: "
-            f"torch.load(weights_only=True) refused it ({reason}). initjax never unpickles "
-            "arbitrary objects; re-save the state_dict from trusted code "
-            "(e.g. with initjax.port.save_safetensors or safetensors.torch.save_file)."
+            f"{os.fspath(path)!r} was not loaded: it is not a weights-only checkpoint "
+            f"({_refusal(str(e))}). initjax loads pickle files only with "
+            "torch.load(weights_only=True) and never runs code from them. If you trust the "
+            "file, load it with torch and save just the weights: "
+            "torch.save(model.state_dict(), path), or as safetensors with "
+            "safetensors.torch.save_file(model.state_dict(), path) or "
+            "initjax.port.save_safetensors."
         ) from e
     if not isinstance(obj, Mapping):
         raise TypeError(
@@ -103,14 +120,54 @@ def _load_pickle(path: str | os.PathLike) -> StateDict:
     return _from_mapping(obj, os.fspath(path))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_REASON = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
+
+
+def _refusal(message: str) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one plain sentence."""
+    message = _ANSI.sub("", message)
+    found = _GLOBAL.search(message)
+    if found:
+        return (
+            f"it holds a pickled {found.group(1)} object, e.g. a whole model saved with "
+            "torch.save(model), where a state_dict of tensors was expected"
+        )
+    found = _REASON.search(message)
+    reason = found.group(1) if found else (message.strip().splitlines() or ["?"])[0]
+    return f"torch.load(weights_only=True) refused it: {reason.strip().rstrip('.')}"
+
+
+_LEN = struct.Struct("<Q")
+
+
+def _is_safetensors(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named or starts like a safetensors file (its length, then '{')."""
+    if os.fspath(path).endswith(".safetensors"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_LEN.size + 1)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False  # torch.load reports a missing or unreadable file
+    if len(head) <= _LEN.size or head[_LEN.size :] != b"{":
+        return False
+    (n,) = _LEN.unpack(head[: _LEN.size])
+    return n <= min(MAX_HEADER_BYTES, size - _LEN.size)
+
+
 def load_state_dict(source: Source) -> StateDict:
     """A PyTorch state_dict, from a file or from memory, as numpy arrays.
 
     ``source`` may be:
 
-    - a path ending in ``.safetensors``: read with initjax's own reader (no
-      torch needed), memory-mapped;
-    - any other path (``.pt``, ``.pth``, ``.bin``, ...): loaded with
+    - a safetensors file (named ``*.safetensors``, or any name when its
+      content is safetensors): read with initjax's own reader (no torch
+      needed), memory-mapped; a malformed one raises
+      :class:`~initjax.port.SafetensorsError`;
+    - any other file (``.pt``, ``.pth``, ``.bin``, ...): loaded with
       ``torch.load(path, map_location="cpu", weights_only=True)``; anything that
       restricted unpickler refuses raises :class:`UnsafeCheckpointError` and is
       never executed;
@@ -118,7 +175,8 @@ def load_state_dict(source: Source) -> StateDict:
       ``torch_model.state_dict()``).
 
     bfloat16 and float8 tensors become ``ml_dtypes`` arrays; values are not
-    cast. The result shares memory with the source where it can.
+    cast. The result shares memory with the source where it can. A sparse or
+    meta tensor raises ``ValueError`` naming its key.
     """
     if isinstance(source, Mapping):
         return _from_mapping(source, "state_dict")
@@ -126,7 +184,7 @@ def load_state_dict(source: Source) -> StateDict:
         raise TypeError(
             f"source must be a path or a state_dict mapping, got {type(source).__name__}"
         )
-    if os.fspath(source).endswith(".safetensors"):
+    if _is_safetensors(source):
         return load_safetensors(source)
     return _load_pickle(source)
 
