@@ -170,7 +170,8 @@ def main() -> None:
             )
             curves[f"torch {name}"] = torch_losses
             step0 = max(
-                float(np.max(np.abs(a - b))) for a, b in zip(flax_params(flax_start), torch_start)
+                float(np.max(np.abs(a - b)))
+                for a, b in zip(flax_params(flax_start), torch_start, strict=True)
             )
             gap = float(np.max(np.abs(np.array(flax_losses) - np.array(torch_losses))))
             line += (

@@ -340,8 +340,10 @@ class ConvTranspose(nn.ConvTranspose):
         padding = canonicalize_padding(self.padding, nd)
         if isinstance(padding, str):
             mode = "VALID" if padding == "CIRCULAR" else padding
-            extents = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation)]
-            padding = [_transpose_padding(e, s, mode) for e, s in zip(extents, strides)]
+            extents = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation, strict=True)]
+            padding = [
+                _transpose_padding(e, s, mode) for e, s in zip(extents, strides, strict=True)
+            ]
         ndim = nd + 2
         spec = (0, ndim - 1) + tuple(range(1, ndim - 1))
         y = lax.conv_general_dilated(
@@ -415,7 +417,10 @@ def _rnn_inits(cell, hidden_size: int) -> dict[str, Initializer]:
 
 
 def _torch_cell(cell, base: type[nn.Module]) -> nn.Module:
-    """``base`` in ``cell``'s scope, ``None`` initializers as torch's: U(+-k) kernels, summed bias."""
+    """``base`` in ``cell``'s scope with torch's ``None`` initializers.
+
+    Those are U(+-k) kernels and the summed bias.
+    """
     bias_init = _given(cell.bias_init, rnn_bias(cell.features))
     return _stock(cell, base, bias_init=bias_init, **_rnn_inits(cell, cell.features))
 

@@ -154,7 +154,8 @@ def _trig256(theta, lane: str):
     swapped = (j & 2) != 0
     cos_poly = ~swapped if lane == "cos" else swapped
     c0, c1, c2 = (
-        jnp.where(cos_poly, float(c), float(s)) for c, s in zip(_avx._COSCOF, _avx._SINCOF)
+        jnp.where(cos_poly, float(c), float(s))
+        for c, s in zip(_avx._COSCOF, _avx._SINCOF, strict=True)
     )
     t = (wide * c0 + c1).astype(_f32)
     t = _fma(t, wide, c2)
