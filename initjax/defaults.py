@@ -33,7 +33,7 @@ import jax
 from jax.nn.initializers import Initializer
 
 from . import _sampling as S
-from .fans import canonical_shape, compute_fans
+from .fans import Axes, canonical_shape, compute_fans
 from .gain import calculate_gain
 from .init import SQRT3, kaiming_std, kaiming_uniform, normal, uniform, xavier_std
 
@@ -87,7 +87,11 @@ def _count(value: Any, name: str, *, positive: bool = False) -> int:
 
 
 def linear_kernel(
-    *, in_axis=-2, out_axis=-1, batch_axis=(), dtype: DTypeLike | None = None
+    *,
+    in_axis: Axes = -2,
+    out_axis: Axes = -1,
+    batch_axis: Axes = (),
+    dtype: DTypeLike | None = None,
 ) -> Initializer:
     """``torch.nn.Linear``'s weight on Flax's ``(in, out)`` kernel: U(+-1/sqrt(fan_in)).
 

@@ -334,6 +334,7 @@ class ConvTranspose(nn.ConvTranspose):
             bias_init = _given(self.bias_init, conv_transpose_bias(fan_in))
             bias = self.param("bias", bias_init, (self.features,), self.param_dtype)
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        assert kernel is not None  # promote_dtype passes only None through as None
         if self.transpose_kernel:
             kernel = _regroup_transposed(kernel, groups)
 

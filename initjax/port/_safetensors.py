@@ -14,6 +14,7 @@ import math
 import os
 import struct
 from collections.abc import Mapping
+from typing import Literal, overload
 
 import ml_dtypes
 import numpy as np
@@ -48,6 +49,18 @@ def _bad(path, why: str) -> ValueError:
     return ValueError(f"{os.fspath(path)!r} is not a valid safetensors file: {why}")
 
 
+@overload
+def load_safetensors(
+    path: str | os.PathLike, *, with_metadata: Literal[False] = False
+) -> dict[str, np.ndarray]: ...
+@overload
+def load_safetensors(
+    path: str | os.PathLike, *, with_metadata: Literal[True]
+) -> tuple[dict[str, np.ndarray], dict[str, str]]: ...
+@overload
+def load_safetensors(
+    path: str | os.PathLike, *, with_metadata: bool
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, str]]: ...
 def load_safetensors(
     path: str | os.PathLike, *, with_metadata: bool = False
 ) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -106,7 +119,7 @@ def load_safetensors(
     if covered != data_len:
         raise _bad(path, f"tensors cover {covered} bytes of a {data_len}-byte data section")
 
-    data = np.memmap(path, np.uint8, "r", offset=start, shape=(data_len,)) if data_len else None
+    data = np.memmap(path, np.uint8, "r", offset=start, shape=(data_len,)) if data_len else b""
     tensors = {}
     for name, (dtype, shape, begin) in layout.items():
         count = math.prod(shape)
