@@ -318,9 +318,9 @@ def _drawn_on(init: Initializer, shape: tuple[int, ...]) -> Initializer:
 
     drawn = shape
 
-    def wrapped(key, shape, dtype=None, out_sharding=None):
+    def wrapped(key, shape, *args, **kwargs):
         del shape  # the caller's
-        return init(key, drawn, dtype, out_sharding)
+        return init(key, drawn, *args, **kwargs)
 
     return wrapped
 
