@@ -124,7 +124,7 @@ def speed_table(sides: list[int]) -> tuple[str, list[dict]]:
         for dname, (jdt, tdt) in DTYPES.items():
             nbytes = math.prod(shape) * jnp.dtype(jdt).itemsize
             src = np.ones(nbytes, np.uint8)
-            t_copy = H.median_seconds(lambda: src.copy(), reps)
+            t_copy = H.median_seconds(src.copy, reps)
             rows.append(["memcpy (ceiling)", f"{side}^2", dname, H.ms(t_copy), "", "", "", "", ""])
             for spec in SPECS:
                 if side > spec.max_side:
@@ -132,8 +132,8 @@ def speed_table(sides: list[int]) -> tuple[str, list[dict]]:
                 c_ij, f_ij = _compile(spec.initjax, shape, jdt, key)
                 c_nn, f_nn = _compile(spec.jax_nn, shape, jdt, key)
                 fns = {
-                    "ij": lambda: f_ij(key),
-                    "nn": f_nn and (lambda: f_nn(key)),
+                    "ij": lambda f=f_ij: f(key),
+                    "nn": f_nn and (lambda f=f_nn: f(key)),
                     "t1": _torch_run(spec.torch, shape, tdt, 1),
                     "t2": _torch_run(spec.torch, shape, tdt, 2),
                 }

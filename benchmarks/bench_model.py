@@ -247,8 +247,8 @@ def sharded_child() -> None:
             shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), specs)
             fn = init_fn(variant, shard_axis="x", out_shardings=shardings)
         with jax.set_mesh(mesh):
-            compile_s, compiled = H.timed(lambda: fn.lower(key).compile())
-            t = H.median_seconds(lambda: compiled(key), reps=3)
+            compile_s, compiled = H.timed(lambda fn=fn: fn.lower(key).compile())
+            t = H.median_seconds(lambda c=compiled: c(key), reps=3)
             out = compiled(key)
         per_device = {d: 0 for d in jax.devices()}
         for leaf in jax.tree.leaves(out):

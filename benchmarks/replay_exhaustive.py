@@ -66,7 +66,9 @@ def check_fma(ks: np.ndarray) -> tuple[int, int]:
         theta = k.astype(np.float32) * (_avx.TWO_PI_F32 * np.float32(2.0**-24))
         fast, exact = _avx.log256(u1), _avx.log256(u1, fma=_avx.fma_exact)
         bad_log += int(np.count_nonzero(fast.view(np.uint32) != exact.view(np.uint32)))
-        for a, b in zip(_avx.sincos256(theta), _avx.sincos256(theta, fma=_avx.fma_exact)):
+        for a, b in zip(
+            _avx.sincos256(theta), _avx.sincos256(theta, fma=_avx.fma_exact), strict=True
+        ):
             bad_trig += int(np.count_nonzero(a.view(np.uint32) != b.view(np.uint32)))
     return bad_log, bad_trig
 
@@ -144,7 +146,7 @@ def check_torch(ks: np.ndarray) -> tuple[int, int, str]:
         states = np.zeros((draws.shape[0], N), dtype="<u8")
         states[:, : draws.shape[1]] = untemper(draws.astype(np.uint32).ravel()).reshape(draws.shape)
         assert np.array_equal(temper(states[:, : draws.shape[1]].astype(np.uint32)), draws)
-        for words, want in zip(states, ours):
+        for words, want in zip(states, ours, strict=True):
             torch.set_rng_state(
                 torch.frombuffer(bytearray(head + words.tobytes() + tail), dtype=torch.uint8)
             )

@@ -140,7 +140,7 @@ def alternating_medians(fns, reps: int) -> list[tuple[float, float]]:
         fn()
     times = [([], []) for _ in fns]
     for _ in range(reps):
-        for fn, (wall, cpu) in zip(fns, times):
+        for fn, (wall, cpu) in zip(fns, times, strict=True):
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()  # the result is dropped: every run allocates afresh
             wall.append(time.perf_counter() - start)
@@ -167,7 +167,7 @@ def first_call_seconds(name: str) -> float:
 def check_same(torch_params, replay_params) -> bool:
     return all(
         np.array_equal(np.asarray(t.detach()).view(np.uint32), np.asarray(r).view(np.uint32))
-        for t, r in zip(torch_params, replay_params)
+        for t, r in zip(torch_params, replay_params, strict=True)
     )
 
 

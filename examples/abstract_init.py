@@ -92,7 +92,7 @@ def plan(cfg: Config, mesh: jax.sharding.Mesh):
 def per_device_bytes(abstract, shardings) -> int:
     return sum(
         int(np.prod(s.shard_shape(a.shape))) * a.dtype.itemsize
-        for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))
+        for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings), strict=True)
     )
 
 
@@ -117,7 +117,7 @@ def main() -> None:
         f" GiB ({total / mesh.size / 2**30:.2f} GiB if perfectly even)\n"
     )
     flat = jax.tree_util.tree_flatten_with_path(abstract)[0]
-    for (path, a), s in list(zip(flat, jax.tree.leaves(shardings)))[:8]:
+    for (path, a), s in list(zip(flat, jax.tree.leaves(shardings), strict=True))[:8]:
         name = "/".join(str(getattr(p, "key", p)) for p in path[1:])
         print(f"  {name:32s} {str(a.shape):15s} {str(s.spec):24s} shard {s.shard_shape(a.shape)}")
 
@@ -128,7 +128,8 @@ def main() -> None:
     sharded = jax.jit(model.init, out_shardings=shardings)(key, tokens)
     whole = jax.jit(model.init)(key, tokens)
     same = all(
-        bool((a == b).all()) for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(whole))
+        bool((a == b).all())
+        for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(whole), strict=True)
     )
     held = {d: 0 for d in jax.devices()}
     for leaf in jax.tree.leaves(sharded):

@@ -6,7 +6,7 @@ written with initjax's Flax layers, and both are run on one batch in eval and
 train mode. Prints the max output difference, then exports the Flax
 variables back to a torch state_dict and checks it matches the original.
 
-Needs torch (``pip install -e ".[test]"``) for the reference model:
+Needs torch (``pip install -e ".[examples]"``) for the reference model:
 
     python examples/port_cnn.py
 """
@@ -22,7 +22,7 @@ import numpy as np
 try:
     import torch
 except ImportError:
-    sys.exit("this example needs PyTorch for the reference model: pip install torch")
+    sys.exit("this example needs PyTorch for the reference model: pip install -e '.[examples]'")
 
 import initjax as ij
 from initjax import port

@@ -73,7 +73,8 @@ def main() -> None:
         )
     print(
         "\ninitjax stays inside torch's bound and fills it uniformly (std ~ bound/sqrt(3) = "
-        f"{1 / math.sqrt(3):.3f} x bound); Flax's kernels are truncated normals and its biases zero."
+        f"{1 / math.sqrt(3):.3f} x bound); Flax's kernels are truncated normals and its biases "
+        "zero."
     )
 
 

@@ -154,7 +154,8 @@ def main() -> None:
     except ImportError:
         torch_optimizers = None
         print(
-            "PyTorch is not installed: training the Flax side only (pip install torch to compare)."
+            "PyTorch is not installed: training the Flax side only "
+            "(pip install -e '.[examples]' to compare)."
         )
 
     curves = {}
@@ -170,7 +171,8 @@ def main() -> None:
             )
             curves[f"torch {name}"] = torch_losses
             step0 = max(
-                float(np.max(np.abs(a - b))) for a, b in zip(flax_params(flax_start), torch_start)
+                float(np.max(np.abs(a - b)))
+                for a, b in zip(flax_params(flax_start), torch_start, strict=True)
             )
             gap = float(np.max(np.abs(np.array(flax_losses) - np.array(torch_losses))))
             line += (
@@ -186,7 +188,7 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plot (pip install 'initjax[examples]').")
+        print("matplotlib is not installed: no plot (pip install -e '.[examples]').")
         return
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, losses in curves.items():

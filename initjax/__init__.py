@@ -10,8 +10,6 @@ Submodules load on first use: ``ij.linen`` and ``ij.nnx`` (drop-in Flax layers),
 ``ij.port`` (PyTorch checkpoints), ``ij.replay`` (torch seed replay).
 """
 
-import importlib
-
 from .defaults import (
     bilinear,
     conv_bias,
@@ -47,13 +45,20 @@ from .init import (
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("linen", "nnx", "port", "replay")
+_MODULES = ("defaults", "fans", "gain", "init")  # imported above
+_SUBMODULES = ("linen", "nnx", "port", "replay")  # imported on first use
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        from importlib import import_module
+
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'initjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_MODULES, *_SUBMODULES, "__version__"])
 
 
 __all__ = [

@@ -167,7 +167,7 @@ def truncated_normal(
     u = jax.random.uniform(
         fast_key(key), shape, comp, _ndtr(lo), _ndtr(hi), out_sharding=out_sharding
     )
-    inv = ndtri
+    inv: Any = ndtri
     if out_sharding is not None:  # jax's ndtri builds an unsharded constant: use auto axes
         inv = jax.sharding.auto_axes(ndtri, out_sharding=out_sharding)
     z = jnp.clip(inv(jnp.maximum(u, jnp.finfo(comp).tiny)), lo, hi)

@@ -83,6 +83,7 @@ def _flat_index(shape: tuple[int, ...]) -> Array:
             term = term * np.uint32(stride)
         index = term if index is None else index + term
         stride *= shape[axis]
+    assert index is not None  # shape is not empty
     return index
 
 
@@ -110,7 +111,7 @@ def _jax_bits(key_data: Array, bit_width: int, shape: tuple[int, ...]) -> Array:
 def _random_bits(key_data: Array, bit_width: int, shape: tuple[int, ...]) -> Array:
     shape = tuple(shape)
     static = all(isinstance(d, (int, np.integer)) for d in shape)
-    if not (static and math.prod(shape) < 2**32 and jax.config.jax_threefry_partitionable):
+    if not (static and math.prod(shape) < 2**32 and jax.config.jax_threefry_partitionable):  # pyright: ignore[reportAttributeAccessIssue]
         return _jax_bits(key_data, bit_width, shape)
     return lax.platform_dependent(
         key_data,
@@ -155,8 +156,8 @@ def _is_threefry(key: Any) -> bool:
     return (
         dtype == np.uint32
         and np.shape(key)[-1:] == (2,)
-        and jax.config.jax_default_prng_impl == _THREEFRY
-        and jax.config.jax_legacy_prng_key == "allow"
+        and jax.config.jax_default_prng_impl == _THREEFRY  # pyright: ignore[reportAttributeAccessIssue]
+        and jax.config.jax_legacy_prng_key == "allow"  # pyright: ignore[reportAttributeAccessIssue]
     )
 
 

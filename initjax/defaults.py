@@ -8,19 +8,19 @@ shape, so bias factories take the ``fan_in`` torch would use.
 The numeric constants at the bottom are torch's non-initialization defaults
 (norm epsilons, BatchNorm momentum, PReLU slope) that the drop-in layers share.
 
-=========================  ==========================================  ===================================
-torch module               torch default                               initjax (Flax layout)
-=========================  ==========================================  ===================================
-Linear, Conv1d/2d/3d        kaiming_uniform_(a=sqrt(5)), bias U(+-k)    ``linear_kernel``/``conv_kernel``,
-                            with k = 1/sqrt(fan_in)                     ``linear_bias``/``conv_bias(fan_in)``
-ConvTranspose1d/2d/3d       same code on weight (in, out/g, *k):        ``conv_transpose_kernel(groups)``,
-                            fan_in = out/g * prod(k)                    ``conv_transpose_bias(fan_in)``
-Embedding                   N(0, 1), padding row 0                      ``embedding(padding_idx)``
-RNN/LSTM/GRU (+Cell)        every parameter U(+-1/sqrt(hidden))         ``rnn_uniform``, ``rnn_bias``
-Bilinear                    weight and bias U(+-1/sqrt(in1))            ``bilinear(in1_features)``
-MultiheadAttention          xavier_uniform_ on fused (3E, E),           ``mha_in_proj(embed_dim)``,
-                            out_proj Linear default, biases 0           ``linear_kernel``, ``zeros``
-=========================  ==========================================  ===================================
+=====================  =====================================  ===================================
+torch module           torch default                          initjax (Flax layout)
+=====================  =====================================  ===================================
+Linear, Conv1d/2d/3d   kaiming_uniform_(a=sqrt(5)),           ``linear_kernel``/``conv_kernel``,
+                       bias U(+-k), k = 1/sqrt(fan_in)        ``linear_bias``/``conv_bias``
+ConvTranspose1d/2d/3d  the same on weight (in, out/g, *k):    ``conv_transpose_kernel(groups)``,
+                       fan_in = out/g * prod(k)               ``conv_transpose_bias(fan_in)``
+Embedding              N(0, 1), padding row 0                 ``embedding(padding_idx)``
+RNN/LSTM/GRU (+Cell)   every parameter U(+-1/sqrt(hidden))    ``rnn_uniform``, ``rnn_bias``
+Bilinear               weight and bias U(+-1/sqrt(in1))       ``bilinear(in1_features)``
+MultiheadAttention     xavier_uniform_ on fused (3E, E),      ``mha_in_proj(embed_dim)``,
+                       out_proj Linear default, biases 0      ``linear_kernel``, ``zeros``
+=====================  =====================================  ===================================
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from jax.nn.initializers import Initializer
 
 from . import _limits as L
 from . import _sampling as S
-from .fans import canonical_shape, compute_fans
+from .fans import Axes, canonical_shape, compute_fans
 from .gain import calculate_gain
 from .init import SQRT3, kaiming_std, kaiming_uniform, normal, uniform, xavier_std
 
@@ -88,7 +88,11 @@ def _count(value: Any, name: str, *, positive: bool = False) -> int:
 
 
 def linear_kernel(
-    *, in_axis=-2, out_axis=-1, batch_axis=(), dtype: DTypeLike | None = None
+    *,
+    in_axis: Axes = -2,
+    out_axis: Axes = -1,
+    batch_axis: Axes = (),
+    dtype: DTypeLike | None = None,
 ) -> Initializer:
     """``torch.nn.Linear``'s weight on Flax's ``(in, out)`` kernel: U(+-1/sqrt(fan_in)).
 
@@ -169,7 +173,10 @@ def conv_transpose_kernel(
 
 
 def conv_transpose_bias(fan_in: int, *, dtype: DTypeLike | None = None) -> Initializer:
-    """``torch.nn.ConvTranspose*``'s bias: U(+-1/sqrt(fan_in)), ``fan_in = out/groups * prod(k)``."""
+    """``torch.nn.ConvTranspose*``'s bias: U(+-1/sqrt(fan_in)).
+
+    ``fan_in = out/groups * prod(k)``.
+    """
     return linear_bias(fan_in, dtype=dtype)
 
 

@@ -334,14 +334,17 @@ class ConvTranspose(nn.ConvTranspose):
             bias_init = _given(self.bias_init, conv_transpose_bias(fan_in))
             bias = self.param("bias", bias_init, (self.features,), self.param_dtype)
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        assert kernel is not None  # promote_dtype passes only None through as None
         if self.transpose_kernel:
             kernel = _regroup_transposed(kernel, groups)
 
         padding = canonicalize_padding(self.padding, nd)
         if isinstance(padding, str):
             mode = "VALID" if padding == "CIRCULAR" else padding
-            extents = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation)]
-            padding = [_transpose_padding(e, s, mode) for e, s in zip(extents, strides)]
+            extents = [d * (k - 1) + 1 for k, d in zip(kernel_size, dilation, strict=True)]
+            padding = [
+                _transpose_padding(e, s, mode) for e, s in zip(extents, strides, strict=True)
+            ]
         ndim = nd + 2
         spec = (0, ndim - 1) + tuple(range(1, ndim - 1))
         y = lax.conv_general_dilated(
@@ -415,7 +418,10 @@ def _rnn_inits(cell, hidden_size: int) -> dict[str, Initializer]:
 
 
 def _torch_cell(cell, base: type[nn.Module]) -> nn.Module:
-    """``base`` in ``cell``'s scope, ``None`` initializers as torch's: U(+-k) kernels, summed bias."""
+    """``base`` in ``cell``'s scope with torch's ``None`` initializers.
+
+    Those are U(+-k) kernels and the summed bias.
+    """
     bias_init = _given(cell.bias_init, rnn_bias(cell.features))
     return _stock(cell, base, bias_init=bias_init, **_rnn_inits(cell, cell.features))
 

@@ -316,8 +316,11 @@ class Conv(nnx.Conv):
 def _drawn_on(init: Initializer, shape: tuple[int, ...]) -> Initializer:
     """``init`` drawn on ``shape``, whatever shape the caller asks for."""
 
-    def wrapped(key, _shape, *args):
-        return init(key, shape, *args)
+    drawn = shape
+
+    def wrapped(key, shape, *args, **kwargs):
+        del shape  # the caller's
+        return init(key, drawn, *args, **kwargs)
 
     return wrapped
 
@@ -511,7 +514,8 @@ class _TorchRNNCell:
         **kwargs: Any,
     ):
         inits = _rnn_inits(hidden_features, kernel_init, recurrent_kernel_init, bias_init)
-        super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)
+        # A mixin: super() is the Flax cell it is combined with, which pyright cannot see.
+        super().__init__(in_features, hidden_features, **inits, rngs=rngs, **kwargs)  # pyright: ignore[reportCallIssue]
 
 
 class SimpleCell(_TorchRNNCell, nnx.SimpleCell):

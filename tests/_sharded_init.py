@@ -65,9 +65,10 @@ def check_draws() -> tuple[int, list[str]]:
     ]
     mismatches, n = [], 0
     for shape, mesh, spec in cases:
-        plain = jax.jit(lambda k: draws(k, shape))(KEY)
+        plain = jax.jit(lambda k, shape=shape: draws(k, shape))(KEY)
         fast = jax.jit(
-            lambda k: draws(fast_key(k), shape), out_shardings=NamedSharding(mesh, spec)
+            lambda k, shape=shape: draws(fast_key(k), shape),
+            out_shardings=NamedSharding(mesh, spec),
         )(KEY)
         for name in plain:
             n += 1
@@ -147,7 +148,7 @@ def device_facts(values, specs, mesh, compiled) -> dict:
     spec_leaves = jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, P))
     assert len(leaves) == len(spec_leaves), (len(leaves), len(spec_leaves))
     expected, sharded, total = 0, 0, 0
-    for leaf, spec in zip(leaves, spec_leaves):
+    for leaf, spec in zip(leaves, spec_leaves, strict=True):
         split = math.prod(mesh.shape[a] for a in spec if a is not None)
         expected += leaf.nbytes // split
         sharded += split > 1

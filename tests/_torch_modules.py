@@ -67,7 +67,7 @@ def conv_transpose_padding(m) -> list[tuple[int, int]]:
     """Flax explicit padding reproducing torch's padding/output_padding."""
     return [
         (d * (k - 1) - p, d * (k - 1) - p + op)
-        for k, d, p, op in zip(m.kernel_size, m.dilation, m.padding, m.output_padding)
+        for k, d, p, op in zip(m.kernel_size, m.dilation, m.padding, m.output_padding, strict=True)
     ]
 
 

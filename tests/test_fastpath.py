@@ -128,7 +128,7 @@ def test_float64_under_x64():
             ]
         )
         fast, plain = jax.jit(lambda k: (f(fast_key(k)), f(k)))(key)
-    for a, b in zip(fast, plain):
+    for a, b in zip(fast, plain, strict=True):
         assert a.dtype in (jnp.uint64, jnp.float64)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

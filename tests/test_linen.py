@@ -128,7 +128,7 @@ def _mha_bounds(m):
         qkv = {n: TM.xavier_bound(m.in_proj_weight) for n in ("query", "key", "value")}
     else:
         ws = (m.q_proj_weight, m.k_proj_weight, m.v_proj_weight)
-        qkv = {n: TM.xavier_bound(w) for n, w in zip(("query", "key", "value"), ws)}
+        qkv = {n: TM.xavier_bound(w) for n, w in zip(("query", "key", "value"), ws, strict=True)}
     out = {f"{n}/kernel": b for n, b in qkv.items()}
     out["out/kernel"] = 1 / math.sqrt(TM.fan_in(m.out_proj.weight))
     return out
@@ -430,7 +430,7 @@ def test_batch_norm_train_updates_running_stats_as_torch():
         m.bias.uniform_(-1, 1)
     layer = L.BatchNorm()
     variables = TM.porter(layer, np.zeros((2, 3, 3, 6), np.float32), False)(m)
-    for step in range(2):
+    for _ in range(2):
         x = 3 + 2 * randn(2, 3, 3, 6)  # n = 18 per channel: the n/(n-1) factor shows
         expected = TM.np32(m(TM.to_torch(x, True)).movedim(1, -1))
         y, updates = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])

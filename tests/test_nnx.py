@@ -419,12 +419,12 @@ def test_rnn_cells_one_step():
     xj, hj, cj = (jnp.asarray(t2n(a)) for a in (x, h, c))
     for nonlinearity, act in (("tanh", nnx.tanh), ("relu", nnx.relu)):
         t = torch.nn.RNNCell(10, 16, nonlinearity=nonlinearity)
-        m = _ported(lambda r: inn.SimpleCell(10, 16, activation_fn=act, rngs=r), t)
+        m = _ported(lambda r, act=act: inn.SimpleCell(10, 16, activation_fn=act, rngs=r), t)
         _close(m(hj, xj)[1], t2n(t(x, h)))
     t = torch.nn.LSTMCell(10, 16)
     h_t, c_t = t(x, (h, c))
     for cls in (inn.LSTMCell, inn.OptimizedLSTMCell):
-        m = _ported(lambda r: cls(10, 16, rngs=r), t)
+        m = _ported(lambda r, cls=cls: cls(10, 16, rngs=r), t)
         (c_new, h_new), out = m((cj, hj), xj)
         _close(c_new, t2n(c_t))
         _close(h_new, t2n(h_t))

@@ -152,7 +152,7 @@ def test_uniform_bits(dtype, layout):
     np_dtype, t_dtype = DTYPES[dtype]
     shape, view = LAYOUTS[layout]
     # Bounds whose span is not a power of two: fused and unfused rounding differ.
-    for seed, (lo, hi) in zip(SEEDS, [(-0.05, 0.05), (0.1, 0.35), (-3.0, 7.0)]):
+    for seed, (lo, hi) in zip(SEEDS, [(-0.05, 0.05), (0.1, 0.35), (-3.0, 7.0)], strict=True):
         gen = seeded(seed)
         t = torch_tensor(shape, view, t_dtype).uniform_(lo, hi)
         ours = replay.uniform_(gen, shape, lo, hi, dtype=np_dtype, strides=t.stride())
@@ -165,7 +165,7 @@ def test_uniform_bits(dtype, layout):
 def test_normal_bits(dtype, layout):
     np_dtype, t_dtype = DTYPES[dtype]
     shape, view = LAYOUTS[layout]
-    for seed, (mean, std) in zip(SEEDS, [(0.0, 1.0), (0.5, 2.0), (0.0, 0.02)]):
+    for seed, (mean, std) in zip(SEEDS, [(0.0, 1.0), (0.5, 2.0), (0.0, 0.02)], strict=True):
         gen = seeded(seed)
         # A serial draw first leaves a cached sample for the serial layouts to use.
         assert_same_bits(replay.randn(gen, 1), torch.randn(1))
@@ -204,14 +204,16 @@ def test_compiled_path_bits_on_small_fills(dtype, monkeypatch):
     np_dtype, t_dtype = DTYPES[dtype]
     for layout in ("fill16", "tail"):
         shape, _ = LAYOUTS[layout]
-        for seed, (lo, hi) in zip(SEEDS, [(-0.05, 0.05), (0.1, 0.35), (-3.0, 7.0)]):
+        for seed, (lo, hi) in zip(SEEDS, [(-0.05, 0.05), (0.1, 0.35), (-3.0, 7.0)], strict=True):
             gen = seeded(seed)
             t = torch.empty(shape, dtype=t_dtype).uniform_(lo, hi)
             ours = replay.uniform_(gen, shape, lo, hi, dtype=np_dtype)
             assert_same_bits(ours, t, f"uniform_ {dtype} {layout} ({lo}, {hi})")
             assert_same_position(gen)
         # mean != 0 and a tiny std take the compiled lanes and numpy's fma.
-        for seed, (mean, std) in zip(SEEDS * 2, [(0, 1), (0.5, 2), (0, 0.02), (0, 1e-30)]):
+        for seed, (mean, std) in zip(
+            (*SEEDS, SEEDS[0]), [(0, 1), (0.5, 2), (0, 0.02), (0, 1e-30)], strict=True
+        ):
             gen = seeded(seed)
             t = torch.empty(shape, dtype=t_dtype).normal_(mean, std)
             ours = replay.normal_(gen, shape, mean, std, dtype=np_dtype)
@@ -444,5 +446,7 @@ def test_avx_fast_fma_equals_exact_fma_on_a_sample():
     u1 = (2**24 - k).astype(np.float32) * np.float32(2.0**-24)
     theta = k.astype(np.float32) * (_avx.TWO_PI_F32 * np.float32(2.0**-24))
     assert_same_bits(_avx.log256(u1), _avx.log256(u1, fma=_avx.fma_exact))
-    for fast, exact in zip(_avx.sincos256(theta), _avx.sincos256(theta, fma=_avx.fma_exact)):
+    for fast, exact in zip(
+        _avx.sincos256(theta), _avx.sincos256(theta, fma=_avx.fma_exact), strict=True
+    ):
         assert_same_bits(fast, exact)

@@ -90,7 +90,8 @@ SCRIPT = textwrap.dedent(
                 results[where]["eager_sharding"] = out.sharding == sharding(name, specs[1])
                 if name in AFFINE:  # z * std + mean: XLA may contract it into an fma or not
                     ulp = float(jnp.finfo(jnp.float32).eps) * max(float(np.abs(ref).max()), 1.0)
-                    results[where]["eager_close"] = bool(np.abs(np.asarray(out) - ref).max() <= 8 * ulp)
+                    err = np.abs(np.asarray(out) - ref).max()
+                    results[where]["eager_close"] = bool(err <= 8 * ulp)
                 else:
                     results[where]["eager_equal"] = bool(np.array_equal(np.asarray(out), ref))
                 # A bare PartitionSpec resolves against the mesh set by jax.set_mesh.

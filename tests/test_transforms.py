@@ -76,7 +76,7 @@ class TransformsTest(chex.TestCase):
         keys = jax.random.split(KEY, 3)
         batched = jax.vmap(lambda k: init(k, shape))(keys)
         chex.assert_shape(batched, (3, *shape))
-        for k, row in zip(keys, batched):
+        for k, row in zip(keys, batched, strict=True):
             assert_close(row, init(k, shape))
 
     @parameterized.named_parameters(*NAMED)

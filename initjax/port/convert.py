@@ -152,7 +152,7 @@ def _join(path) -> str:
 
 def _sharding(leaf) -> Any:
     """The leaf's sharding, on a concrete mesh (abstract ones come from ``nnx.eval_shape``)."""
-    sharding = getattr(leaf, "sharding", None)
+    sharding: Any = getattr(leaf, "sharding", None)
     mesh = getattr(sharding, "mesh", None)
     if isinstance(mesh, jax.sharding.AbstractMesh):
         concrete = jax.sharding.get_mesh()
@@ -248,6 +248,7 @@ def _port(
                 missing.append(f"{_join(full)} (no torch {', '.join(absent)}{note})")
                 fills[full] = (spec.init, leaf)
                 continue
+            keys = [k for k in keys if k is not None]  # none is (for the type checker)
             if bad & set(spec.needs):
                 continue
             casts = [

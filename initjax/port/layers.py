@@ -18,6 +18,7 @@ from typing import Any
 import jax
 
 from . import rules as R
+from .names import Flavor
 
 __all__ = ["RuleFactory", "linen_layers", "linen_rules", "nnx_rules", "Layer", "Target"]
 
@@ -222,7 +223,7 @@ class Target:
     lists the variables no layer rule owns, with the type of their module.
     """
 
-    flavor: str
+    flavor: Flavor
     layers: list[Layer]
     leaves: dict[tuple[str, ...], Any]
     orphans: dict[tuple[str, ...], str]
@@ -230,7 +231,7 @@ class Target:
 
 
 def build_target(
-    flavor: str,
+    flavor: Flavor,
     modules: Mapping[Path, Any],
     leaves: Mapping[tuple[str, ...], Any],
     registry: Mapping[type, RuleFactory],

@@ -290,7 +290,7 @@ class Norm(Rule):
         return out
 
     def to_torch(self, leaves):
-        names = {(P, "scale"): "weight", (P, "bias"): "bias"}
+        names: dict[Var, str] = {(P, "scale"): "weight", (P, "bias"): "bias"}
         return {names[v]: x for v, x in leaves.items() if v in names}
 
 

@@ -152,7 +152,9 @@ def sincos256(theta: np.ndarray, fma=fma_fast) -> tuple[np.ndarray, np.ndarray]:
     return sin_v, c
 
 
-def box_muller16(k: np.ndarray, mean: np.float32, std: np.float32, fma_out) -> np.ndarray:
+def box_muller16(
+    k: np.ndarray, mean: float | np.float32, std: float | np.float32, fma_out
+) -> np.ndarray:
     """``NormalFill16<float>`` on blocks of 24-bit draws ``k`` (blocks, 16), as float32.
 
     ``u = k * 2**-24``; lanes 0-7 use ``u1 = 1 - u``, lanes 8-15 ``u2 = u``;

@@ -75,6 +75,6 @@ def fma64(a, b, c) -> np.ndarray:
     return th + v
 
 
-def to_half(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def to_half(x: np.ndarray | np.float32, dtype: np.dtype) -> np.ndarray:
     """float32 values rounded to nearest-even in ``dtype`` (float16 or bfloat16)."""
     return np.asarray(x, dtype=np.float32).astype(dtype)

@@ -96,5 +96,6 @@ class Engine:
             }
             self._draws = np.random.Generator(self._bitgen)
         size = n if head is None else n - head.size
+        assert self._draws is not None  # set with _bitgen above
         words = self._draws.integers(0, _FULL_RANGE, size=size, dtype=np.uint32)
         return words if head is None or head.size == 0 else np.concatenate([head, words])

@@ -154,7 +154,8 @@ def _trig256(theta, lane: str):
     swapped = (j & 2) != 0
     cos_poly = ~swapped if lane == "cos" else swapped
     c0, c1, c2 = (
-        jnp.where(cos_poly, float(c), float(s)) for c, s in zip(_avx._COSCOF, _avx._SINCOF)
+        jnp.where(cos_poly, float(c), float(s))
+        for c, s in zip(_avx._COSCOF, _avx._SINCOF, strict=True)
     )
     t = (wide * c0 + c1).astype(_f32)
     t = _fma(t, wide, c2)
@@ -209,7 +210,10 @@ def _interleave_kernel(cos_lanes, sin_lanes):
 
 # Exact IEEE arithmetic as written (both are XLA's defaults; stated so that
 # XLA_FLAGS cannot change them).
-_EXACT = {"xla_allow_excess_precision": False, "xla_cpu_enable_fast_math": False}
+_EXACT: dict[str, str | bool] = {
+    "xla_allow_excess_precision": False,
+    "xla_cpu_enable_fast_math": False,
+}
 
 
 @functools.cache
@@ -282,7 +286,7 @@ def _write_flat(result, out: np.ndarray) -> None:
     out[:] = np.asarray(result)[: out.shape[0]]
 
 
-def box_muller(out: np.ndarray, draw: Callable[[int], np.ndarray], std: float) -> None:
+def box_muller(out: np.ndarray, draw: Callable[[int], np.ndarray], std: float | np.float32) -> None:
     """``NormalFill16<float>`` with ``mean = 0`` into ``out`` (float32, whole blocks of 16).
 
     ``draw(m)`` returns the next ``m`` raw 32-bit words of the stream.
@@ -291,7 +295,11 @@ def box_muller(out: np.ndarray, draw: Callable[[int], np.ndarray], std: float) -
 
 
 def uniform(
-    out: np.ndarray, draw: Callable[[int], np.ndarray], lo: float, span: float, fused: bool
+    out: np.ndarray,
+    draw: Callable[[int], np.ndarray],
+    lo: float | np.float32,
+    span: float | np.float32,
+    fused: bool,
 ) -> None:
     """``(r & 0xFFFFFF) * 2**-24 * span + lo`` in float32 into ``out``, one word per element.
 

@@ -57,7 +57,7 @@ def _seed64(seed: object) -> int:
 def _capability(capability: object) -> str:
     if capability not in CAPABILITIES:
         raise ValueError(f"capability must be one of {CAPABILITIES}, got {capability!r}")
-    return capability
+    return str(capability)
 
 
 class TorchGenerator:

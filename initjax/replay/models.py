@@ -93,7 +93,8 @@ def draw_layer(
         out, in1, in2 = shapes["weight"]
         return modules.bilinear(gen, in1, in2, out, "bias" in shapes, dtype=dt)
     if isinstance(rule, R.Embed):
-        return modules.embedding(gen, *shapes["weight"], rule.padding_idx, dtype=dt)
+        num, dim = shapes["weight"]
+        return modules.embedding(gen, num, dim, rule.padding_idx, dtype=dt)
     if isinstance(rule, R.GatedCell):
         gates_h, input_size = shapes["weight_ih"]
         hidden = shapes["weight_hh"][1]

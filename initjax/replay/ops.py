@@ -147,7 +147,7 @@ def as_dtype(dtype: DTypeLike) -> np.dtype:
         dt = BF16 if isinstance(dtype, str) and dtype == "bfloat16" else np.dtype(dtype)
     except TypeError:
         dt = None
-    if dt not in DTYPES:
+    if dt is None or dt not in DTYPES:
         raise TypeError(
             f"dtype {dtype!r} is not supported: replay produces float32, float64, "
             "float16 or bfloat16"
