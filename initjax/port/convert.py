@@ -29,6 +29,7 @@ import numpy as np
 from . import layers as L
 from . import rules as R
 from ._source import Source, StateDict, load_state_dict
+from ._targets import COLLECTIONS, Rules, linen_target, nnx_target
 from .names import Rename, default_torch_key, torch_paths
 
 __all__ = [
@@ -39,9 +40,6 @@ __all__ = [
     "linen_to_torch",
     "nnx_to_torch",
 ]
-
-Rules = Mapping[type, L.RuleFactory] | None
-_COLLECTIONS = ("params", "batch_stats")
 
 
 @dataclass(frozen=True)
@@ -307,47 +305,6 @@ def _port(
     return out, report
 
 
-# ------------------------------------------------------------- targets ---
-
-
-def _linen_target(
-    variables: Mapping[str, Any], layers: Mapping[Any, Any], rules: Rules
-) -> L.Target:
-    if not isinstance(variables, Mapping) or "params" not in variables:
-        raise TypeError(
-            "variables must be the dict that model.init (or jax.eval_shape of it) returns, "
-            f"with a 'params' collection; got {type(variables).__name__}"
-            + (f" with keys {sorted(variables)}" if isinstance(variables, Mapping) else "")
-        )
-    from flax import traverse_util
-
-    leaves = {}
-    for collection in _COLLECTIONS:
-        if collection in variables:
-            for path, leaf in traverse_util.flatten_dict(dict(variables[collection])).items():
-                leaves[(collection, *path)] = leaf
-    modules = {tuple(p): m for p, m in layers.items()}
-    return L.build_target("linen", modules, leaves, {**L.linen_rules(), **(rules or {})})
-
-
-def _nnx_target(model: Any, rules: Rules) -> tuple[L.Target, dict]:
-    from flax import nnx
-
-    if not isinstance(model, nnx.Module):
-        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
-    modules, leaves, variables = {}, {}, {}
-    for path, node in nnx.iter_graph(model):
-        path = tuple(str(p) for p in path)
-        if isinstance(node, nnx.Module):
-            modules[path] = node
-        elif isinstance(node, (nnx.Param, nnx.BatchStat)):
-            full = ("params" if isinstance(node, nnx.Param) else "batch_stats", *path)
-            leaves[full] = node.get_value()
-            variables[full] = node
-    target = L.build_target("nnx", modules, leaves, {**L.nnx_rules(), **(rules or {})})
-    return target, variables
-
-
 def torch_to_linen(
     source: Source,
     variables: Mapping[str, Any],
@@ -383,7 +340,7 @@ def torch_to_linen(
       ``(variables, report)``: a new variables dict (other collections passed
       through) and a :class:`PortReport`.
     """
-    target = _linen_target(variables, layers, rules)
+    target = linen_target(variables, layers, rules)
     values, report = _port(
         load_state_dict(source),
         target,
@@ -394,8 +351,8 @@ def torch_to_linen(
     )
     from flax import traverse_util
 
-    out = {name: coll for name, coll in variables.items() if name not in _COLLECTIONS}
-    for collection in _COLLECTIONS:
+    out = {name: coll for name, coll in variables.items() if name not in COLLECTIONS}
+    for collection in COLLECTIONS:
         if collection in variables:
             flat = {
                 path: values[(collection, *path)]
@@ -422,7 +379,7 @@ def torch_to_nnx(
     abstract value's sharding. Other arguments as :func:`torch_to_linen`;
     nothing is written unless the whole port succeeds.
     """
-    target, variables = _nnx_target(model, rules)
+    target, variables = nnx_target(model, rules)
     values, report = _port(
         load_state_dict(source),
         target,
@@ -500,7 +457,7 @@ def linen_to_torch(
     ``num_batches_tracked`` is not produced (torch fills it in on load).
     Arrays keep the Flax dtypes; write them with :func:`save_safetensors`.
     """
-    target = _linen_target(variables, layers, rules)
+    target = linen_target(variables, layers, rules)
     return _export(target, torch_keys, rename)
 
 
@@ -512,5 +469,5 @@ def nnx_to_torch(
     rules: Rules = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
-    target, _ = _nnx_target(model, rules)
+    target, _ = nnx_target(model, rules)
     return _export(target, torch_keys, rename)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import defaults
-from ..port import convert as _convert
+from ..port import _targets as _convert
 from ..port import layers as _layers
 from ..port import rules as R
 from . import modules
@@ -262,7 +262,7 @@ def torch_init(
     Returns:
       ``model``.
     """
-    target, variables = _convert._nnx_target(model, rules)
+    target, variables = _convert.nnx_target(model, rules)
     order = list(_nnx_order(model))
     values = _replay(target, order, _generator(generator), copies, xavier_after, add_bias_kv)
     for full, var in variables.items():
@@ -290,7 +290,7 @@ def torch_variables(
     """
     layers = _layers.linen_layers(model, *args, **kwargs)
     abstract = jax.eval_shape(lambda key: model.init(key, *args, **kwargs), jax.random.key(0))
-    target = _convert._linen_target(abstract, layers, rules)
+    target = _convert.linen_target(abstract, layers, rules)
     order = [tuple(p) for p in layers]
     values = _replay(target, order, _generator(generator), copies, xavier_after, add_bias_kv)
     from flax import traverse_util
@@ -298,7 +298,7 @@ def torch_variables(
     out: dict[str, Any] = {}
     for collection, tree in abstract.items():
         flat = traverse_util.flatten_dict(dict(tree))
-        if collection in _convert._COLLECTIONS:
+        if collection in _convert.COLLECTIONS:
             flat = {path: jnp.asarray(values[(collection, *path)]) for path in flat}
         else:
             raise ValueError(
