@@ -17,7 +17,9 @@ and raised together in one :class:`PortError`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _stream
 from . import layers as L
 from . import rules as R
-from ._source import Source, StateDict, load_state_dict
+from ._checkpoint import Checkpoint, open_checkpoint
+from ._source import Source, StateDict
 from ._targets import COLLECTIONS, Rules, linen_target, nnx_target
 from .names import Rename, default_torch_key, torch_paths
 
@@ -144,6 +148,12 @@ def _expected(rule: R.Rule, variables) -> dict[str, tuple[int, ...]]:
     return dict(_expected_cached(rule, signature))
 
 
+def _in(state: Checkpoint, key: str) -> str:
+    """`` in <file>`` for keys of a checkpoint made of several files."""
+    file = state.file_of(key)
+    return f" in {os.path.basename(file)}" if file and len(state.files) > 1 else ""
+
+
 def _join(path) -> str:
     return "/".join(str(p) for p in path)
 
@@ -163,11 +173,6 @@ def _sharding(leaf) -> Any:
     return sharding
 
 
-def _place(value: np.ndarray, leaf) -> jax.Array:
-    sharding = _sharding(leaf)
-    return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
-
-
 def _fill(init, key, leaf) -> jax.Array:
     shape, dtype, sharding = tuple(leaf.shape), leaf.dtype, _sharding(leaf)
     make = functools.partial(init, shape=shape, dtype=dtype)
@@ -180,7 +185,7 @@ def _fill(init, key, leaf) -> jax.Array:
 
 
 def _port(
-    state: StateDict,
+    state: Checkpoint,
     target: L.Target,
     *,
     rename: Rename,
@@ -193,7 +198,7 @@ def _port(
     consumed: set[str] = set()
     missing, mismatched, lossy, ignored = [], [], [], []
     unsupported = list(target.problems)
-    values: dict[tuple[str, ...], np.ndarray] = {}
+    work: dict[tuple[str, ...], tuple[R.Spec, list[str], Any, str]] = {}
     fills: dict[tuple[str, ...], Any] = {}
 
     for layer in target.layers:
@@ -228,6 +233,7 @@ def _port(
                 bad.add(name)
                 mismatched.append(
                     f"{k}: torch shape {tuple(state[k].shape)}, but {where} needs {shape}"
+                    + _in(state, k)
                 )
 
         for var, spec in sorted(specs.items()):
@@ -249,29 +255,21 @@ def _port(
             if bad & set(spec.needs):
                 continue
             casts = [
-                f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}"
+                f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}{_in(state, k)}"
                 for k in keys
                 if not _safe_cast(state[k].dtype, leaf.dtype)
             ]
             if casts and not allow_lossy_cast:
                 lossy += casts
                 continue
-            arrays = [np.asarray(state[k], dtype=leaf.dtype) for k in keys]
-            try:
-                value = spec.convert(*arrays, shape=tuple(leaf.shape))
-            except R.NotRepresentable as e:
-                unsupported.append(f"{where}: {e} (torch {', '.join(keys)})")
-                continue
-            if value.shape != tuple(leaf.shape):  # a rule bug, never user input
-                raise AssertionError(f"rule produced {value.shape} for {_join(full)} {leaf.shape}")
-            values[full] = value
+            work[full] = (spec, [k for k in keys if k is not None], leaf, where)
 
     for full, kind in sorted(target.orphans.items()):
         unsupported.append(
             f"{_join(full)}: no porting rule for its layer type {kind}; pass "
             f"rules={{{kind}: initjax.port.AsIs()}} if torch stores it in the same layout"
         )
-    unexpected = [f"{k} (-> {_join(paths[k])})" for k in state if k not in consumed]
+    unexpected = [f"{k} (-> {_join(paths[k])}){_in(state, k)}" for k in state if k not in consumed]
     report = PortReport(
         missing=tuple(missing),
         unexpected=tuple(unexpected),
@@ -283,7 +281,24 @@ def _port(
     if report.fatal or (strict and not report.ok):
         raise PortError(report, strict)
 
-    out = {full: _place(value, target.leaves[full]) for full, value in values.items()}
+    out: dict[tuple[str, ...], jax.Array] = {}
+    refused = []
+    # in file order, so that files are read front to back, one after the other
+    for full in sorted(work, key=lambda f: [state[k].position for k in work[f][1]]):
+        spec, keys, leaf, where = work[full]
+        try:
+            out[full] = _stream.place(
+                spec,
+                [state[k] for k in keys],
+                tuple(leaf.shape),
+                leaf.dtype,
+                _sharding(leaf),
+                _join(full),
+            )
+        except R.NotRepresentable as e:
+            refused.append(f"{where}: {e} (torch {', '.join(keys)})")
+    if refused:
+        raise PortError(dataclasses.replace(report, unsupported=tuple(refused)), strict)
     if fills:
         if key is None:
             raise ValueError(
@@ -342,7 +357,7 @@ def torch_to_linen(
     """
     target = linen_target(variables, layers, rules)
     values, report = _port(
-        load_state_dict(source),
+        open_checkpoint(source),
         target,
         rename=rename,
         strict=strict,
@@ -381,7 +396,7 @@ def torch_to_nnx(
     """
     target, variables = nnx_target(model, rules)
     values, report = _port(
-        load_state_dict(source),
+        open_checkpoint(source),
         target,
         rename=rename,
         strict=strict,
