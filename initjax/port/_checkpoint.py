@@ -117,9 +117,10 @@ def _file_span(array: np.ndarray) -> tuple[str, int] | None:
     base: Any = array
     while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
         base = base.base
-    if not isinstance(base, np.memmap) or getattr(base, "filename", None) is None or not array.flags.c_contiguous:
+    filename = getattr(base, "filename", None)
+    if not isinstance(base, np.memmap) or filename is None or not array.flags.c_contiguous:
         return None
-    return os.fspath(base.filename), int(base.offset) + (array.ctypes.data - base.ctypes.data)
+    return os.fspath(filename), int(base.offset) + (array.ctypes.data - base.ctypes.data)
 
 
 def _pread(fd: int, offset: int, buf: memoryview) -> None:
@@ -142,7 +143,7 @@ def _read_box(
     k = len(shape) - 1
     while k >= 0 and box[k] == (0, shape[k]):
         k -= 1
-    data = memoryview(out.reshape(-1).view(np.uint8))
+    data = memoryview(out.reshape(-1).view(np.uint8).data)
     if k < 0:  # the whole tensor: one run
         _pread(fd, base, data)
         return
@@ -168,7 +169,7 @@ def _read_box(
         for r0 in range(lo_k1, hi_k1, m):
             r1 = min(r0 + m, hi_k1)
             buf = scratch[: (r1 - r0) * row]
-            _pread(fd, offset + r0 * row, memoryview(buf))
+            _pread(fd, offset + r0 * row, memoryview(buf.data))
             rows = buf.reshape(r1 - r0, row)
             dst[r0 - lo_k1 : r1 - lo_k1] = rows[:, box[k][0] * inner : box[k][1] * inner]
 

@@ -28,7 +28,7 @@ __all__ = ["place"]
 _CHUNK = 1 << 22  # bytes of torch rows converted at a time
 
 
-def _box(index: tuple[slice, ...], shape: tuple[int, ...]) -> Box:
+def _box(index: Any, shape: tuple[int, ...]) -> Box:
     out = []
     for s, d in zip(index, shape, strict=True):
         lo, hi, step = s.indices(d)

@@ -32,6 +32,7 @@ from . import _stream
 from . import layers as L
 from . import rules as R
 from ._checkpoint import Checkpoint, open_checkpoint
+from ._save import write_checkpoint
 from ._source import Source, StateDict
 from ._targets import COLLECTIONS, Rules, linen_target, nnx_target
 from .names import Rename, default_torch_key, torch_paths
@@ -43,6 +44,8 @@ __all__ = [
     "torch_to_nnx",
     "linen_to_torch",
     "nnx_to_torch",
+    "linen_to_checkpoint",
+    "nnx_to_checkpoint",
 ]
 
 
@@ -411,7 +414,22 @@ def torch_to_nnx(
 # --------------------------------------------------------------- reverse ---
 
 
-def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> StateDict:
+@dataclasses.dataclass(frozen=True)
+class _Out:
+    """One torch tensor of a reverse port: its key, and the layer and rule name that make it."""
+
+    key: str
+    layer: L.Layer
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> list[_Out]:
+    """Every torch tensor the model's variables make, named and checked, none computed.
+
+    In the order of ``torch_keys`` when given, else layer by layer.
+    """
     if target.orphans or target.problems:
         lines = list(target.problems) + [
             f"{_join(full)}: no porting rule for its layer type {kind}"
@@ -423,10 +441,11 @@ def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) 
     names = None
     if torch_keys is not None:
         names = {path: k for k, path in torch_paths(torch_keys, target.flavor, rename).items()}
-    out: StateDict = {}
+    plan: list[_Out] = []
     unknown, produced = [], set()
     for layer in target.layers:
-        tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
+        abstract = {v: jax.ShapeDtypeStruct(x.shape, x.dtype) for v, x in layer.variables.items()}
+        tensors = jax.eval_shape(layer.rule.to_torch, abstract)
         for name, value in sorted(tensors.items()):
             path = layer.path + tuple(name.split("."))
             if names is None:
@@ -437,7 +456,7 @@ def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) 
                     unknown.append(f"{_join(path)} ({layer.kind}.{name})")
                     continue
             produced.add(path)
-            out[k] = np.asarray(jax.device_get(value))
+            plan.append(_Out(k, layer, name, tuple(value.shape), np.dtype(value.dtype)))
         if names is not None:
             for name in layer.rule.ignore:
                 produced.add(layer.path + tuple(name.split(".")))
@@ -449,7 +468,45 @@ def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) 
                 unexpected=tuple(f"{u}: not among torch_keys" for u in unknown),
             )
             raise PortError(report, True)
-    return out
+        order = {k: i for i, k in enumerate(names.values())}
+        plan.sort(key=lambda out: order[out.key])
+    return plan
+
+
+def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> StateDict:
+    plan = _plan_export(target, torch_keys, rename)
+    values: dict[str, np.ndarray] = {}
+    for layer in target.layers:
+        outs = [out for out in plan if out.layer is layer]
+        if outs:
+            tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
+            for out in outs:
+                values[out.key] = np.asarray(jax.device_get(tensors[out.name]))
+    return {out.key: values[out.key] for out in plan}
+
+
+@functools.lru_cache(maxsize=256)
+def _one_tensor(rule: R.Rule, name: str):
+    """``rule.to_torch(leaves)[name]``, compiled: only that tensor is computed."""
+    return jax.jit(lambda leaves: rule.to_torch(leaves)[name])
+
+
+def _write(directory, target: L.Target, torch_keys, rename, max_shard_size, metadata) -> list[str]:
+    plan = {out.key: out for out in _plan_export(target, torch_keys, rename)}
+
+    def produce(key: str) -> np.ndarray:
+        out = plan[key]
+        leaves = dict(out.layer.variables)
+        try:
+            fn = _one_tensor(out.layer.rule, out.name)
+        except TypeError:  # a user rule that is not hashable
+            return np.asarray(jax.device_get(out.layer.rule.to_torch(leaves)[out.name]))
+        return np.asarray(jax.device_get(fn(leaves)))
+
+    entries = [(out.key, out.shape, out.dtype) for out in plan.values()]
+    return write_checkpoint(
+        directory, entries, produce, max_shard_size=max_shard_size, metadata=metadata
+    )
 
 
 def linen_to_torch(
@@ -486,3 +543,44 @@ def nnx_to_torch(
     """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
     target, _ = nnx_target(model, rules)
     return _export(target, torch_keys, rename)
+
+
+def linen_to_checkpoint(
+    directory: str | os.PathLike[str],
+    variables: Mapping[str, Any],
+    layers: Mapping[tuple[str, ...], Any],
+    *,
+    torch_keys: Iterable[str] | None = None,
+    rename: Rename = None,
+    rules: Rules = None,
+    max_shard_size: int | str = "5GB",
+    metadata: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Write a ``flax.linen`` model's variables as a torch checkpoint in ``directory``.
+
+    The tensors of :func:`linen_to_torch` (same ``torch_keys``, ``rename`` and
+    ``rules``), written as :func:`save_checkpoint` writes them: safetensors
+    files of at most ``max_shard_size`` bytes and, for several,
+    ``model.safetensors.index.json``; ``transformers``' ``from_pretrained``
+    loads the directory. Tensors are computed (on the variables' devices) and
+    copied to the host one at a time, as they are written, so the host never
+    holds more than one of them. Needs every variable addressable by this
+    process. Returns the paths written, the index last.
+    """
+    target = linen_target(variables, layers, rules)
+    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
+
+
+def nnx_to_checkpoint(
+    directory: str | os.PathLike[str],
+    model: Any,
+    *,
+    torch_keys: Iterable[str] | None = None,
+    rename: Rename = None,
+    rules: Rules = None,
+    max_shard_size: int | str = "5GB",
+    metadata: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Write a ``flax.nnx`` model as a torch checkpoint; see :func:`linen_to_checkpoint`."""
+    target, _ = nnx_target(model, rules)
+    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
