@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import rules as R
@@ -106,7 +105,7 @@ def place(
         return np.ascontiguousarray(whole[tuple(slice(lo, hi) for lo, hi in box)])
 
     if sharding is None:
-        return jnp.asarray(part(tuple((0, d) for d in shape)))
+        return jax.device_put(part(tuple((0, d) for d in shape)))  # uncommitted, as jnp.asarray
     groups: dict[Box, list[Any]] = {}
     for device, index in sharding.addressable_devices_indices_map(shape).items():
         groups.setdefault(_box(index, shape), []).append(device)
