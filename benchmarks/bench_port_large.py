@@ -3,8 +3,9 @@
 A synthetic bf16 checkpoint of LLaMA's layout (embedding, per layer q/k/v/o and
 gate/up/down projections and two RMSNorm weights, final norm; no lm_head) in
 several safetensors files with an index, ported into an abstract linen model
-sharded over 8 simulated CPU devices (kernels and the embedding split over all
-8). Measured side by side, each in a fresh process, the page cache warm:
+sharded over 8 simulated CPU devices as Megatron shards it (q/k/v/gate/up over
+their outputs, o/down over their inputs, the embedding over its features).
+Measured side by side, each in a fresh process, the page cache warm:
 
 - ``cat``: ``cat files > /dev/null``, the time to read the bytes;
 - ``initjax``: ``port.torch_to_linen(directory, sharded_abstract, layers)``;
@@ -124,10 +125,11 @@ def model_and_target(directory: str):
     abstract = jax.eval_shape(model.init, jax.random.key(0), tokens)
     mesh = jax.make_mesh((8,), ("x",))
 
-    def spec(path, leaf):
+    def spec(path, leaf):  # Megatron's tensor parallelism
         if leaf.ndim == 1:
             return P()
-        return P(None, "x") if path[-1] == "embedding" else P("x", None)
+        row_parallel = path[-2] in ("self_attn_o_proj", "mlp_down_proj")
+        return P("x", None) if row_parallel else P(None, "x")
 
     flat = traverse_util.flatten_dict(abstract["params"])
     target = {

@@ -38,7 +38,12 @@ def _box(index: Any, shape: tuple[int, ...]) -> Box:
 
 
 def _read_layout(
-    layout: R.Layout, tensor: Tensor, dtype: np.dtype, shape: tuple[int, ...], box: Box
+    layout: R.Layout,
+    tensor: Tensor,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    box: Box,
+    staging: list[np.ndarray],
 ) -> np.ndarray | None:
     """``value[box]`` from just the box of ``tensor`` it is made of (``None``: not a box)."""
     if not tensor.shape or not shape:
@@ -56,7 +61,10 @@ def _read_layout(
         axis = perm.index(0) if perm is not None else 0
         row = math.prod(lens[1:]) * tensor.dtype.itemsize
         m = max(1, _CHUNK // max(row, 1))
-        scratch = np.empty(min(m, lens[0]) * row, np.uint8)
+        size = min(m, lens[0]) * row
+        if not staging or staging[0].size < size:  # one buffer for all shards of a variable
+            staging[:] = [np.empty(size, np.uint8)]
+        scratch = staging[0]
         (lo, hi), rest = src[0], src[1:]
         for r0 in range(lo, hi, m):
             r1 = min(r0 + m, hi)
@@ -93,11 +101,12 @@ def place(
     dtype = np.dtype(dtype)
     layout = spec.convert if isinstance(spec.convert, R.Layout) and len(tensors) == 1 else None
     whole: np.ndarray | None = None
+    staging: list[np.ndarray] = []
 
     def part(box: Box) -> np.ndarray:
         nonlocal whole
         if layout is not None:
-            value = _read_layout(layout, tensors[0], dtype, shape, box)
+            value = _read_layout(layout, tensors[0], dtype, shape, box, staging)
             if value is not None:
                 return value
         if whole is None:

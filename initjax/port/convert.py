@@ -257,15 +257,16 @@ def _port(
                 continue
             if bad & set(spec.needs):
                 continue
+            found = [k for k in keys if k is not None]
             casts = [
                 f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}{_in(state, k)}"
-                for k in keys
+                for k in found
                 if not _safe_cast(state[k].dtype, leaf.dtype)
             ]
             if casts and not allow_lossy_cast:
                 lossy += casts
                 continue
-            work[full] = (spec, [k for k in keys if k is not None], leaf, where)
+            work[full] = (spec, found, leaf, where)
 
     for full, kind in sorted(target.orphans.items()):
         unsupported.append(
