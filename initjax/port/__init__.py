@@ -19,14 +19,22 @@
   unsupported tensor is listed in one :class:`PortError`.
 - Back: :func:`linen_to_torch` / :func:`nnx_to_torch`, and
   :func:`save_safetensors`.
+- At scale: every source may be a directory or index of several files
+  (:func:`open_checkpoint`); ports read, convert and place one tensor (or one
+  shard of it) at a time; :func:`linen_to_checkpoint` / :func:`nnx_to_checkpoint`
+  and :func:`save_checkpoint` write the Hub's multi-file layout.
 """
 
+from ._checkpoint import Checkpoint, Tensor, open_checkpoint
 from ._safetensors import SafetensorsError, load_safetensors, save_safetensors
+from ._save import save_checkpoint
 from ._source import Source, StateDict, UnsafeCheckpointError, load_state_dict, to_torch_tensors
 from .convert import (
     PortError,
     PortReport,
+    linen_to_checkpoint,
     linen_to_torch,
+    nnx_to_checkpoint,
     nnx_to_torch,
     torch_to_linen,
     torch_to_nnx,
@@ -37,6 +45,7 @@ from .rules import AsIs, Rule
 
 __all__ = [
     "AsIs",
+    "Checkpoint",
     "PortError",
     "PortReport",
     "Rename",
@@ -44,14 +53,19 @@ __all__ = [
     "SafetensorsError",
     "Source",
     "StateDict",
+    "Tensor",
     "UnsafeCheckpointError",
     "linen_layers",
     "linen_rules",
+    "linen_to_checkpoint",
     "linen_to_torch",
     "load_safetensors",
     "load_state_dict",
+    "open_checkpoint",
     "nnx_rules",
+    "nnx_to_checkpoint",
     "nnx_to_torch",
+    "save_checkpoint",
     "save_safetensors",
     "to_torch_tensors",
     "torch_paths",

@@ -17,7 +17,9 @@ and raised together in one :class:`PortError`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _targets
+from . import _stream
 from . import layers as L
 from . import rules as R
-from ._source import Source, StateDict, load_state_dict
+from ._checkpoint import Checkpoint, open_checkpoint
+from ._save import write_checkpoint
+from ._source import Source, StateDict
 from .names import Rename, default_torch_key, torch_paths
 
 __all__ = [
@@ -38,10 +44,9 @@ __all__ = [
     "torch_to_nnx",
     "linen_to_torch",
     "nnx_to_torch",
+    "linen_to_checkpoint",
+    "nnx_to_checkpoint",
 ]
-
-Rules = Mapping[type, L.RuleFactory] | None
-_COLLECTIONS = ("params", "batch_stats")
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,12 @@ def _expected(rule: R.Rule, variables) -> dict[str, tuple[int, ...]]:
     return dict(_expected_cached(rule, signature))
 
 
+def _in(state: Checkpoint, key: str) -> str:
+    """`` in <file>`` for keys of a checkpoint made of several files."""
+    file = state.file_of(key)
+    return f" in {os.path.basename(file)}" if file and len(state.files) > 1 else ""
+
+
 def _join(path) -> str:
     return "/".join(str(p) for p in path)
 
@@ -165,11 +176,6 @@ def _sharding(leaf) -> Any:
     return sharding
 
 
-def _place(value: np.ndarray, leaf) -> jax.Array:
-    sharding = _sharding(leaf)
-    return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
-
-
 def _fill(init, key, leaf) -> jax.Array:
     shape, dtype, sharding = tuple(leaf.shape), leaf.dtype, _sharding(leaf)
     make = functools.partial(init, shape=shape, dtype=dtype)
@@ -182,7 +188,7 @@ def _fill(init, key, leaf) -> jax.Array:
 
 
 def _port(
-    state: StateDict,
+    state: Checkpoint,
     target: L.Target,
     *,
     rename: Rename,
@@ -195,7 +201,7 @@ def _port(
     consumed: set[str] = set()
     missing, mismatched, lossy, ignored = [], [], [], []
     unsupported = list(target.problems)
-    values: dict[tuple[str, ...], np.ndarray] = {}
+    work: dict[tuple[str, ...], tuple[R.Spec, list[str], Any, str]] = {}
     fills: dict[tuple[str, ...], Any] = {}
 
     for layer in target.layers:
@@ -230,6 +236,7 @@ def _port(
                 bad.add(name)
                 mismatched.append(
                     f"{k}: torch shape {tuple(state[k].shape)}, but {where} needs {shape}"
+                    + _in(state, k)
                 )
 
         for var, spec in sorted(specs.items()):
@@ -251,30 +258,23 @@ def _port(
             keys = [k for k in keys if k is not None]  # none is (for the type checker)
             if bad & set(spec.needs):
                 continue
+            found = [k for k in keys if k is not None]
             casts = [
-                f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}"
-                for k in keys
+                f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}{_in(state, k)}"
+                for k in found
                 if not _safe_cast(state[k].dtype, leaf.dtype)
             ]
             if casts and not allow_lossy_cast:
                 lossy += casts
                 continue
-            arrays = [np.asarray(state[k], dtype=leaf.dtype) for k in keys]
-            try:
-                value = spec.convert(*arrays, shape=tuple(leaf.shape))
-            except R.NotRepresentable as e:
-                unsupported.append(f"{where}: {e} (torch {', '.join(keys)})")
-                continue
-            if value.shape != tuple(leaf.shape):  # a rule bug, never user input
-                raise AssertionError(f"rule produced {value.shape} for {_join(full)} {leaf.shape}")
-            values[full] = value
+            work[full] = (spec, found, leaf, where)
 
     for full, kind in sorted(target.orphans.items()):
         unsupported.append(
             f"{_join(full)}: no porting rule for its layer type {kind}; pass "
             f"rules={{{kind}: initjax.port.AsIs()}} if torch stores it in the same layout"
         )
-    unexpected = [f"{k} (-> {_join(paths[k])})" for k in state if k not in consumed]
+    unexpected = [f"{k} (-> {_join(paths[k])}){_in(state, k)}" for k in state if k not in consumed]
     report = PortReport(
         missing=tuple(missing),
         unexpected=tuple(unexpected),
@@ -286,7 +286,24 @@ def _port(
     if report.fatal or (strict and not report.ok):
         raise PortError(report, strict)
 
-    out = {full: _place(value, target.leaves[full]) for full, value in values.items()}
+    out: dict[tuple[str, ...], jax.Array] = {}
+    refused = []
+    # in file order, so that files are read front to back, one after the other
+    for full in sorted(work, key=lambda f: [state[k].position for k in work[f][1]]):
+        spec, keys, leaf, where = work[full]
+        try:
+            out[full] = _stream.place(
+                spec,
+                [state[k] for k in keys],
+                tuple(leaf.shape),
+                leaf.dtype,
+                _sharding(leaf),
+                _join(full),
+            )
+        except R.NotRepresentable as e:
+            refused.append(f"{where}: {e} (torch {', '.join(keys)})")
+    if refused:
+        raise PortError(dataclasses.replace(report, unsupported=tuple(refused)), strict)
     if fills:
         if key is None:
             raise ValueError(
@@ -308,54 +325,13 @@ def _port(
     return out, report
 
 
-# ------------------------------------------------------------- targets ---
-
-
-def _linen_target(
-    variables: Mapping[str, Any], layers: Mapping[Any, Any], rules: Rules
-) -> L.Target:
-    if not isinstance(variables, Mapping) or "params" not in variables:
-        raise TypeError(
-            "variables must be the dict that model.init (or jax.eval_shape of it) returns, "
-            f"with a 'params' collection; got {type(variables).__name__}"
-            + (f" with keys {sorted(variables)}" if isinstance(variables, Mapping) else "")
-        )
-    from flax import traverse_util
-
-    leaves = {}
-    for collection in _COLLECTIONS:
-        if collection in variables:
-            for path, leaf in traverse_util.flatten_dict(dict(variables[collection])).items():
-                leaves[(collection, *path)] = leaf
-    modules = {tuple(p): m for p, m in layers.items()}
-    return L.build_target("linen", modules, leaves, {**L.linen_rules(), **(rules or {})})
-
-
-def _nnx_target(model: Any, rules: Rules) -> tuple[L.Target, dict]:
-    from flax import nnx
-
-    if not isinstance(model, nnx.Module):
-        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
-    modules, leaves, variables = {}, {}, {}
-    for path, node in nnx.iter_graph(model):
-        path = tuple(str(p) for p in path)
-        if isinstance(node, nnx.Module):
-            modules[path] = node
-        elif isinstance(node, (nnx.Param, nnx.BatchStat)):
-            full = ("params" if isinstance(node, nnx.Param) else "batch_stats", *path)
-            leaves[full] = node.get_value()
-            variables[full] = node
-    target = L.build_target("nnx", modules, leaves, {**L.nnx_rules(), **(rules or {})})
-    return target, variables
-
-
 def torch_to_linen(
     source: Source,
     variables: Mapping[str, Any],
     layers: Mapping[tuple[str, ...], Any],
     *,
     rename: Rename = None,
-    rules: Rules = None,
+    rules: _targets.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
     allow_lossy_cast: bool = False,
@@ -384,9 +360,9 @@ def torch_to_linen(
       ``(variables, report)``: a new variables dict (other collections passed
       through) and a :class:`PortReport`.
     """
-    target = _linen_target(variables, layers, rules)
+    target = _targets.linen_target(variables, layers, rules)
     values, report = _port(
-        load_state_dict(source),
+        open_checkpoint(source),
         target,
         rename=rename,
         strict=strict,
@@ -395,8 +371,8 @@ def torch_to_linen(
     )
     from flax import traverse_util
 
-    out = {name: coll for name, coll in variables.items() if name not in _COLLECTIONS}
-    for collection in _COLLECTIONS:
+    out = {name: coll for name, coll in variables.items() if name not in _targets.COLLECTIONS}
+    for collection in _targets.COLLECTIONS:
         if collection in variables:
             flat = {
                 path: values[(collection, *path)]
@@ -411,7 +387,7 @@ def torch_to_nnx(
     model: Any,
     *,
     rename: Rename = None,
-    rules: Rules = None,
+    rules: _targets.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
     allow_lossy_cast: bool = False,
@@ -423,9 +399,9 @@ def torch_to_nnx(
     abstract value's sharding. Other arguments as :func:`torch_to_linen`;
     nothing is written unless the whole port succeeds.
     """
-    target, variables = _nnx_target(model, rules)
+    target, variables = _targets.nnx_target(model, rules)
     values, report = _port(
-        load_state_dict(source),
+        open_checkpoint(source),
         target,
         rename=rename,
         strict=strict,
@@ -440,7 +416,22 @@ def torch_to_nnx(
 # --------------------------------------------------------------- reverse ---
 
 
-def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> StateDict:
+@dataclasses.dataclass(frozen=True)
+class _Out:
+    """One torch tensor of a reverse port: its key, and the layer and rule name that make it."""
+
+    key: str
+    layer: L.Layer
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> list[_Out]:
+    """Every torch tensor the model's variables make, named and checked, none computed.
+
+    In the order of ``torch_keys`` when given, else layer by layer.
+    """
     if target.orphans or target.problems:
         lines = list(target.problems) + [
             f"{_join(full)}: no porting rule for its layer type {kind}"
@@ -452,10 +443,11 @@ def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) 
     names = None
     if torch_keys is not None:
         names = {path: k for k, path in torch_paths(torch_keys, target.flavor, rename).items()}
-    out: StateDict = {}
+    plan: list[_Out] = []
     unknown, produced = [], set()
     for layer in target.layers:
-        tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
+        abstract = {v: jax.ShapeDtypeStruct(x.shape, x.dtype) for v, x in layer.variables.items()}
+        tensors = jax.eval_shape(layer.rule.to_torch, abstract)
         for name, value in sorted(tensors.items()):
             path = layer.path + tuple(name.split("."))
             if names is None:
@@ -466,7 +458,7 @@ def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) 
                     unknown.append(f"{_join(path)} ({layer.kind}.{name})")
                     continue
             produced.add(path)
-            out[k] = np.asarray(jax.device_get(value))
+            plan.append(_Out(k, layer, name, tuple(value.shape), np.dtype(value.dtype)))
         if names is not None:
             for name in layer.rule.ignore:
                 produced.add(layer.path + tuple(name.split(".")))
@@ -478,7 +470,45 @@ def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) 
                 unexpected=tuple(f"{u}: not among torch_keys" for u in unknown),
             )
             raise PortError(report, True)
-    return out
+        order = {k: i for i, k in enumerate(names.values())}
+        plan.sort(key=lambda out: order[out.key])
+    return plan
+
+
+def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> StateDict:
+    plan = _plan_export(target, torch_keys, rename)
+    values: dict[str, np.ndarray] = {}
+    for layer in target.layers:
+        outs = [out for out in plan if out.layer is layer]
+        if outs:
+            tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
+            for out in outs:
+                values[out.key] = np.asarray(jax.device_get(tensors[out.name]))
+    return {out.key: values[out.key] for out in plan}
+
+
+@functools.lru_cache(maxsize=256)
+def _one_tensor(rule: R.Rule, name: str):
+    """``rule.to_torch(leaves)[name]``, compiled: only that tensor is computed."""
+    return jax.jit(lambda leaves: rule.to_torch(leaves)[name])
+
+
+def _write(directory, target: L.Target, torch_keys, rename, max_shard_size, metadata) -> list[str]:
+    plan = {out.key: out for out in _plan_export(target, torch_keys, rename)}
+
+    def produce(key: str) -> np.ndarray:
+        out = plan[key]
+        leaves = dict(out.layer.variables)
+        try:
+            fn = _one_tensor(out.layer.rule, out.name)
+        except TypeError:  # a user rule that is not hashable
+            return np.asarray(jax.device_get(out.layer.rule.to_torch(leaves)[out.name]))
+        return np.asarray(jax.device_get(fn(leaves)))
+
+    entries = [(out.key, out.shape, out.dtype) for out in plan.values()]
+    return write_checkpoint(
+        directory, entries, produce, max_shard_size=max_shard_size, metadata=metadata
+    )
 
 
 def linen_to_torch(
@@ -487,7 +517,7 @@ def linen_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
-    rules: Rules = None,
+    rules: _targets.Rules = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.linen`` model's variables.
 
@@ -501,7 +531,7 @@ def linen_to_torch(
     ``num_batches_tracked`` is not produced (torch fills it in on load).
     Arrays keep the Flax dtypes; write them with :func:`save_safetensors`.
     """
-    target = _linen_target(variables, layers, rules)
+    target = _targets.linen_target(variables, layers, rules)
     return _export(target, torch_keys, rename)
 
 
@@ -510,8 +540,49 @@ def nnx_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
-    rules: Rules = None,
+    rules: _targets.Rules = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
-    target, _ = _nnx_target(model, rules)
+    target, _ = _targets.nnx_target(model, rules)
     return _export(target, torch_keys, rename)
+
+
+def linen_to_checkpoint(
+    directory: str | os.PathLike[str],
+    variables: Mapping[str, Any],
+    layers: Mapping[tuple[str, ...], Any],
+    *,
+    torch_keys: Iterable[str] | None = None,
+    rename: Rename = None,
+    rules: _targets.Rules = None,
+    max_shard_size: int | str = "5GB",
+    metadata: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Write a ``flax.linen`` model's variables as a torch checkpoint in ``directory``.
+
+    The tensors of :func:`linen_to_torch` (same ``torch_keys``, ``rename`` and
+    ``rules``), written as :func:`save_checkpoint` writes them: safetensors
+    files of at most ``max_shard_size`` bytes and, for several,
+    ``model.safetensors.index.json``; ``transformers``' ``from_pretrained``
+    loads the directory. Tensors are computed (on the variables' devices) and
+    copied to the host one at a time, as they are written, so the host never
+    holds more than one of them. Needs every variable addressable by this
+    process. Returns the paths written, the index last.
+    """
+    target = _targets.linen_target(variables, layers, rules)
+    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
+
+
+def nnx_to_checkpoint(
+    directory: str | os.PathLike[str],
+    model: Any,
+    *,
+    torch_keys: Iterable[str] | None = None,
+    rename: Rename = None,
+    rules: _targets.Rules = None,
+    max_shard_size: int | str = "5GB",
+    metadata: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Write a ``flax.nnx`` model as a torch checkpoint; see :func:`linen_to_checkpoint`."""
+    target, _ = _targets.nnx_target(model, rules)
+    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)

@@ -34,6 +34,7 @@ from .. import defaults, init
 
 __all__ = [
     "Spec",
+    "Layout",
     "Rule",
     "Linear",
     "DenseGeneral",
@@ -61,7 +62,8 @@ class Spec:
     """One Flax variable: ``convert(*torch arrays named by needs, shape=target shape)``.
 
     ``init`` is the torch-default initializer for this variable's Flax layout
-    (``None`` when there is none to give).
+    (``None`` when there is none to give). A ``convert`` that only moves
+    elements is a :class:`Layout`, which sharded ports read slice by slice.
     """
 
     needs: tuple[str, ...]
@@ -91,15 +93,131 @@ class Rule:
         raise NotImplementedError
 
 
-def _same(x, *, shape):
-    return x
+Box = tuple[tuple[int, int], ...]
 
 
-def _perm(perm: Sequence[int]) -> Callable[..., np.ndarray]:
-    def convert(w, *, shape):
-        return np.transpose(w, perm)
+@dataclass(frozen=True)
+class Layout:
+    """A conversion that only moves elements: ``transpose(w[start:stop], perm).reshape(shape)``.
 
-    return convert
+    ``start:stop`` slices torch's first axis (``None``: all of it); ``perm``
+    ``None`` is no transpose. A :class:`Spec` whose ``convert`` is a Layout lets
+    a sharded port read from the checkpoint only the part of ``w`` that each
+    device's shard is made of (:meth:`source_box`).
+    """
+
+    perm: tuple[int, ...] | None = None
+    start: int | None = None
+    stop: int | None = None
+
+    def __call__(self, w, *, shape):
+        if self.start is not None or self.stop is not None:
+            w = w[self.start : self.stop]
+        if self.perm is not None:
+            w = np.transpose(w, self.perm)
+        return w.reshape(shape)
+
+    def rows(self, n: int) -> tuple[int, int]:
+        """The slice of torch's first axis (of length ``n``) that the value comes from."""
+        return slice(self.start, self.stop).indices(n)[:2]
+
+    def moved_shape(self, source: Sequence[int]) -> tuple[int, ...]:
+        """The shape of ``transpose(w[start:stop], perm)``, before the reshape."""
+        lo, hi = self.rows(source[0]) if source else (0, 0)
+        sliced = (hi - lo, *source[1:]) if source else ()
+        return tuple(sliced[p] for p in self.perm) if self.perm is not None else tuple(sliced)
+
+    def source_box(self, source: Sequence[int], shape: Sequence[int], box: Box) -> Box | None:
+        """The box of ``w`` (``(lo, hi)`` per torch axis) that ``value[box]`` is made of.
+
+        ``box`` is a box of the value (``shape``); the result is ``None`` when
+        the reshape scatters it over more than one box of ``w`` (read ``w`` whole
+        then). ``value[box] == Layout(perm)(w[result], shape=...)``, with the
+        shape of ``box``.
+        """
+        moved = self.moved_shape(source)
+        inner = _regroup(tuple(shape), moved, tuple(box))
+        if inner is None:
+            return None
+        back = list(inner)
+        if self.perm is not None:
+            for i, p in enumerate(self.perm):
+                back[p] = inner[i]
+        if back:
+            lo = self.rows(source[0])[0]
+            back[0] = (back[0][0] + lo, back[0][1] + lo)
+        return tuple(back)
+
+
+def _regroup(shape: tuple[int, ...], moved: tuple[int, ...], box: Box) -> Box | None:
+    """``box`` of an array of ``shape``, as a box of the same elements reshaped to ``moved``."""
+    if math.prod(shape) == 0 or math.prod(moved) == 0:
+        return None
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(shape) or j < len(moved):
+        gi, gj = [i], [j]
+        a = shape[i] if i < len(shape) else 1
+        b = moved[j] if j < len(moved) else 1
+        while a != b:
+            if a < b:
+                i += 1
+                gi.append(i)
+                a *= shape[i]
+            else:
+                j += 1
+                gj.append(j)
+                b *= moved[j]
+        i, j = i + 1, j + 1
+        gi = [k for k in gi if k < len(shape)]
+        gj = [k for k in gj if k < len(moved)]
+        flat = _flat_range([shape[k] for k in gi], [box[k] for k in gi])
+        if flat is None:
+            return None
+        part = _range_box([moved[k] for k in gj], *flat)
+        if part is None:
+            return None
+        out += part
+    return tuple(out)
+
+
+def _flat_range(dims: list[int], box: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The flat index range ``box`` covers in a C-ordered array of ``dims``, if contiguous."""
+    partial = [k for k, (lo, hi) in enumerate(box) if (lo, hi) != (0, dims[k])]
+    if partial and any(hi - lo != 1 for lo, hi in box[: partial[-1]]):
+        return None
+    lo = 0
+    for d, (start, _) in zip(dims, box, strict=True):
+        lo = lo * d + start
+    size = math.prod(hi - lo_ for lo_, hi in box)
+    return lo, lo + size
+
+
+def _range_box(dims: list[int], lo: int, hi: int) -> list[tuple[int, int]] | None:
+    """The flat range ``lo:hi`` of a C-ordered array of ``dims`` as a box, if it is one."""
+    if not dims:
+        return []
+    n = hi - lo
+    for q in range(len(dims) - 1, -1, -1):
+        stride = math.prod(dims[q + 1 :])
+        if lo % stride or n % stride:
+            continue
+        start, count = (lo // stride) % dims[q], n // stride
+        if start + count > dims[q]:
+            continue
+        box, rest = [], lo // stride // dims[q]
+        for d in reversed(dims[:q]):
+            rest, k = divmod(rest, d)
+            box.append((k, k + 1))
+        return [*reversed(box), (start, start + count), *((0, d) for d in dims[q + 1 :])]
+    return None
+
+
+_same = Layout()
+
+
+def _perm(perm: Sequence[int]) -> Layout:
+    return Layout(tuple(perm))
 
 
 def _has(target, *var) -> bool:
@@ -139,19 +257,15 @@ class DenseGeneral(Rule):
         fan_in = math.prod(shape[: self.n_in])
         in_axes, out_axes = tuple(range(self.n_in)), tuple(range(self.n_in, len(shape)))
 
-        def kernel(w, *, shape):
-            return np.transpose(w, (1, 0)).reshape(shape)
-
-        def bias(b, *, shape):
-            return b.reshape(shape)
-
         out = {
             (P, "kernel"): Spec(
-                ("weight",), kernel, defaults.linear_kernel(in_axis=in_axes, out_axis=out_axes)
+                ("weight",),
+                Layout((1, 0)),
+                defaults.linear_kernel(in_axis=in_axes, out_axis=out_axes),
             )
         }
         if _has(target, P, "bias"):
-            out[(P, "bias")] = Spec(("bias",), bias, defaults.linear_bias(fan_in))
+            out[(P, "bias")] = Spec(("bias",), _same, defaults.linear_bias(fan_in))
         return out
 
     def to_torch(self, leaves):
@@ -338,12 +452,7 @@ class PReLU(Rule):
     """``torch.nn.PReLU``: ``negative_slope = weight``, a scalar slope from a 1-element weight."""
 
     def specs(self, target):
-        def convert(w, *, shape):
-            return w.reshape(shape)
-
-        return {
-            (P, "negative_slope"): Spec(("weight",), convert, init.constant(defaults.PRELU_INIT))
-        }
+        return {(P, "negative_slope"): Spec(("weight",), _same, init.constant(defaults.PRELU_INIT))}
 
     def to_torch(self, leaves):
         return {"weight": jnp.reshape(leaves[(P, "negative_slope")], (-1,))}
@@ -457,6 +566,9 @@ class GatedCell(Rule):
 
 
 def _kernel_convert(gates, h):
+    if list(gates) == list(range(gates[0], gates[0] + len(gates))):  # one block of rows
+        return Layout((1, 0), gates[0] * h, (gates[-1] + 1) * h)
+
     def convert(w, *, shape):
         return np.transpose(np.concatenate(_gate_rows(w, gates, h)), (1, 0))
 
@@ -585,20 +697,13 @@ class MultiHeadAttention(Rule):
         return out
 
 
-def _rows_t(start: int, stop: int | None):
+def _rows_t(start: int, stop: int | None) -> Layout:
     """Rows ``start:stop`` of a torch ``(out, in)`` weight, as a Flax kernel of ``shape``."""
-
-    def convert(w, *, shape):
-        return np.transpose(w[start:stop], (1, 0)).reshape(shape)
-
-    return convert
+    return Layout((1, 0), start, stop)
 
 
-def _slice(start: int, stop: int):
-    def convert(b, *, shape):
-        return b[start:stop].reshape(shape)
-
-    return convert
+def _slice(start: int, stop: int) -> Layout:
+    return Layout(None, start, stop)
 
 
 # ------------------------------------------------------------------ as is ---

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import defaults
-from ..port import convert as _convert
+from .._targets import COLLECTIONS, linen_target, nnx_target
 from ..port import layers as _layers
 from ..port import rules as R
 from . import modules, walk
@@ -376,7 +376,7 @@ def torch_init(
     """
     if walk_order not in walk.WALKS:
         raise ValueError(f"walk_order must be one of {walk.WALKS}, got {walk_order!r}")
-    target, variables = _convert._nnx_target(model, rules)
+    target, variables = nnx_target(model, rules)
     gen = _generator(generator)
     built = order if construction is None else construction
     draw_order = list(walk.module_paths(model, built))
@@ -410,7 +410,7 @@ def parameter_map(
     *path)`` of the Flax variables computed from it (several for a fused
     tensor such as ``in_proj_weight``), in the twin's layer order.
     """
-    target, _ = _convert._nnx_target(model, rules)
+    target, _ = nnx_target(model, rules)
     out: dict[str, list[tuple[str, ...]]] = {}
     for layer in target.layers:
         shapes = {v: tuple(x.shape) for v, x in layer.variables.items()}
@@ -446,7 +446,7 @@ def torch_variables(
     """
     layers = _layers.linen_layers(model, *args, **kwargs)
     abstract = jax.eval_shape(lambda key: model.init(key, *args, **kwargs), jax.random.key(0))
-    target = _convert._linen_target(abstract, layers, rules)
+    target = linen_target(abstract, layers, rules)
     order = [tuple(p) for p in layers]
     values = _replay(
         target,
@@ -463,7 +463,7 @@ def torch_variables(
     out: dict[str, Any] = {}
     for collection, tree in abstract.items():
         flat = traverse_util.flatten_dict(dict(tree))
-        if collection in _convert._COLLECTIONS:
+        if collection in COLLECTIONS:
             flat = {path: jnp.asarray(values[(collection, *path)]) for path in flat}
         else:
             raise ValueError(
