@@ -120,6 +120,15 @@ def _safe_cast(src: np.dtype, dst: np.dtype) -> bool:
     return bool(np.can_cast(src, dst, "safe"))
 
 
+def _fits(value: np.ndarray, dst: np.dtype) -> bool:
+    """Integers whose every value ``dst`` holds (a torch int64 counter into int32)."""
+    value, dst = np.asarray(value), np.dtype(dst)
+    if not (jnp.issubdtype(value.dtype, jnp.integer) and jnp.issubdtype(dst, jnp.integer)):
+        return False
+    info = np.iinfo(dst)
+    return value.size == 0 or bool(info.min <= value.min() and value.max() <= info.max)
+
+
 # ------------------------------------------------------------------ rules ---
 
 
@@ -215,7 +224,7 @@ def _port(
         def torch_key(name: str, prefix: tuple[str, ...] = layer.path) -> str | None:
             return by_path.get(prefix + tuple(name.split(".")))
 
-        for name in sorted(layer.rule.ignore):
+        for name in sorted(layer.rule.ignore - expected.keys()):  # a kept counter is not ignored
             k = torch_key(name)
             if k is not None:
                 consumed.add(k)
@@ -253,7 +262,7 @@ def _port(
             casts = [
                 f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}"
                 for k in keys
-                if not _safe_cast(state[k].dtype, leaf.dtype)
+                if not _safe_cast(state[k].dtype, leaf.dtype) and not _fits(state[k], leaf.dtype)
             ]
             if casts and not allow_lossy_cast:
                 lossy += casts
