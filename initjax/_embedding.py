@@ -109,7 +109,7 @@ def embedding_renorm(
     functional form, for linen parameters: store the result back yourself.
     """
     check_max_norm(max_norm, norm_type)
-    flat = jnp.ravel(indices)
+    table, flat = jnp.asarray(table), jnp.ravel(jnp.asarray(indices))
     return table.at[flat].set(_renormed_rows(table[flat], max_norm, norm_type))
 
 
