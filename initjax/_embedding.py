@@ -69,20 +69,27 @@ def check_padding_idx(padding_idx: Any, num_embeddings: int) -> int | None:
         return None
     if isinstance(padding_idx, bool) or not isinstance(padding_idx, numbers.Integral):
         raise ValueError(f"padding_idx must be an int or None, got {padding_idx!r}")
+    padding_idx = int(padding_idx)
     if not -num_embeddings <= padding_idx < num_embeddings:
         raise ValueError(
             f"padding_idx={padding_idx} must be in [-{num_embeddings}, {num_embeddings})"
         )
-    return int(padding_idx) % num_embeddings
+    return padding_idx % num_embeddings
 
 
 def check_max_norm(max_norm: Any, norm_type: Any) -> None:
     """torch's ``max_norm`` (None or a positive number) and ``norm_type`` (a positive p)."""
     if max_norm is not None and (
-        isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not max_norm > 0
+        isinstance(max_norm, bool)
+        or not isinstance(max_norm, numbers.Real)
+        or not float(max_norm) > 0
     ):
         raise ValueError(f"max_norm must be a positive number or None, got {max_norm!r}")
-    if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or not norm_type > 0:
+    if (
+        isinstance(norm_type, bool)
+        or not isinstance(norm_type, numbers.Real)
+        or not float(norm_type) > 0
+    ):
         raise ValueError(
             f"norm_type must be a positive number (p of the p-norm), got {norm_type!r}"
         )

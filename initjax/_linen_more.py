@@ -7,6 +7,7 @@ nnx layers.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import flax.linen as nn
@@ -47,6 +48,7 @@ class EmbeddingBag(nn.Module):
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     embedding_init: Initializer | None = None
+    embedding: Array = dataclasses.field(init=False)
 
     def setup(self):
         if self.mode not in E.MODES:

@@ -127,7 +127,9 @@ class _InstanceNorm(nnx.Module):
         self.scale: nnx.Param[Array] | None = nnx.data(None)
         self.bias: nnx.Param[Array] | None = nnx.data(None)
         if affine:
-            key = None if rngs is None else rngs.params()  # the defaults draw nothing
+            if rngs is None and (scale_init is not None or bias_init is not None):
+                raise ValueError("pass rngs= to draw a given scale_init/bias_init")
+            key = jax.random.key(0) if rngs is None else rngs.params()  # ones/zeros ignore it
             self.scale = nnx.Param(
                 (scale_init or ones())(key, shape, param_dtype), **scale_metadata
             )

@@ -762,7 +762,7 @@ class BatchNorm(nn.BatchNorm):
         new = self.get_variable("batch_stats", "var")
         if counter is not None:
             counter.value = counter.value + 1
-        if not cumulative:
+        if self.momentum is not None:
             corrected = unbiased_running_var(old, new, count, self.momentum)
             self.put_variable("batch_stats", "var", corrected)
             return y
