@@ -50,7 +50,7 @@ EMBEDDING_BAG_DOC = """
       mean's count); an empty bag, or one of padding only, gives zeros; the
       padding row starts at zero and gets no gradient;
     - ``max_norm``: each looked-up row whose ``norm_type``-norm exceeds
-      ``max_norm`` is first rescaled to norm ``max_norm / (norm + 1e-7) * norm``
+      ``max_norm`` is first multiplied by ``max_norm / (norm + 1e-7)``
       (torch's ``embedding_renorm_``);
     - ``scale_grad_by_freq``: each row's gradient is divided by how often
       its index occurs in ``inputs`` (not with ``'max'``, as torch);
