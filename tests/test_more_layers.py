@@ -400,7 +400,7 @@ def test_port_both_ways_with_torchs_keys():
             np.testing.assert_array_equal(v, ref[k], err_msg=k)
         fresh = TorchNet()
         fresh.load_state_dict(
-            {k: torch.from_numpy(np.asarray(v)) for k, v in back.items()}, strict=False
+            {k: torch.tensor(np.asarray(v)) for k, v in back.items()}, strict=False
         )
         for k, v in state(fresh).items():
             np.testing.assert_array_equal(v, ref[k], err_msg=k)
