@@ -65,3 +65,13 @@ def unbiased_running_var(
     """
     n = jnp.asarray(count, new.dtype)
     return new + (new - momentum * old) / (n - 1)
+
+
+def running_average(old: jax.Array, batch: jax.Array, factor: float | jax.Array) -> jax.Array:
+    """torch's running-statistic update ``factor * batch + (1 - factor) * old``.
+
+    ``factor`` is torch's momentum (the weight of the new batch), or
+    ``1 / num_batches_tracked`` for its cumulative average (``momentum=None``).
+    """
+    factor = jnp.asarray(factor, old.dtype)
+    return factor * batch + (1 - factor) * old

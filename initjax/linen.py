@@ -37,8 +37,9 @@ from flax.linen.linear import PromoteDtypeFn, canonicalize_padding
 from flax.typing import Array, Dtype, Initializer, PrecisionLike
 from jax import lax
 
-from ._batch_norm import batch_count, unbiased_running_var
+from ._batch_norm import batch_count, running_average, unbiased_running_var
 from ._circular import wrap_circular
+from ._embedding import check_max_norm, embedding_renorm, lookup
 from .defaults import (
     BATCH_NORM_EPS,
     BATCH_NORM_MOMENTUM,
@@ -376,7 +377,7 @@ class ConvTranspose(nn.ConvTranspose):
 
 
 class Embed(nn.Embed):
-    """``flax.linen.Embed`` initialized as ``torch.nn.Embedding``, with ``padding_idx``.
+    """``flax.linen.Embed`` initialized as ``torch.nn.Embedding``, with its lookup options.
 
     ``embedding (num_embeddings, features)`` is N(0, 1) (Flax's default has std
     1/sqrt(features)); row ``padding_idx`` starts at zero and, as in torch,
@@ -384,27 +385,58 @@ class Embed(nn.Embed):
     ``lax.stop_gradient``. Negative ``padding_idx`` counts from the end, as torch.
     ``embedding_init=None`` means torch's default (:func:`initjax.embedding`).
 
-    torch -> Flax: ``embedding = W``. Not reproduced: ``max_norm``,
-    ``scale_grad_by_freq``, ``sparse``; an out-of-range index gives a NaN row
-    (Flax) where torch raises.
+    ``max_norm``/``norm_type``: looked-up rows whose ``norm_type``-norm exceeds
+    ``max_norm`` come out rescaled by ``max_norm / (norm + 1e-7)``, as torch's.
+    torch also writes them back into its weight (in place); a linen parameter
+    cannot change inside ``apply``, so the updated table is
+    ``layer.apply(variables, inputs, method="renormed")`` (or
+    :func:`initjax.linen.embedding_renorm`), to store back yourself; the
+    gradient reaches the table as torch's reaches its renormed weight.
+    ``scale_grad_by_freq``: each row's gradient is divided by how often its
+    index occurs in ``inputs``, as torch.
+
+    torch -> Flax: ``embedding = W``. Not reproduced: ``sparse``; an
+    out-of-range index gives a NaN row (Flax) where torch raises.
     """
 
     embedding_init: Initializer | None = None
     padding_idx: int | None = None
+    max_norm: float | None = None
+    norm_type: float = 2.0
+    scale_grad_by_freq: bool = False
 
     def setup(self):
+        check_max_norm(self.max_norm, self.norm_type)
         init = _given(self.embedding_init, embedding(self.padding_idx))
         self.embedding = self.param(
             "embedding", init, (self.num_embeddings, self.features), self.param_dtype
         )
 
     def __call__(self, inputs: Array) -> Array:
-        out = super().__call__(inputs)
+        if self.max_norm is None and not self.scale_grad_by_freq:
+            out = super().__call__(inputs)
+        else:
+            if not jnp.issubdtype(jnp.asarray(inputs).dtype, jnp.integer):
+                raise ValueError("Input type must be an integer or unsigned integer.")
+            (table,) = promote_dtype(self.embedding, dtype=self.dtype, inexact=False)
+            out, _ = lookup(
+                table,
+                inputs,
+                max_norm=self.max_norm,
+                norm_type=self.norm_type,
+                scale_grad_by_freq=self.scale_grad_by_freq,
+            )
         if self.padding_idx is None:
             return out
         row = self.padding_idx % self.num_embeddings
         padded = (inputs == row) | (inputs == row - self.num_embeddings)
         return jnp.where(padded[..., None], lax.stop_gradient(out), out)
+
+    def renormed(self, inputs: Array) -> Array:
+        """The embedding table after torch's in-place ``max_norm`` renorm for ``inputs``."""
+        if self.max_norm is None:
+            return self.embedding
+        return embedding_renorm(self.embedding, inputs, self.max_norm, self.norm_type)
 
 
 # ----------------------------------------------------------------- recurrent ---
@@ -681,28 +713,43 @@ class BatchNorm(nn.BatchNorm):
     """``flax.linen.BatchNorm`` with ``torch.nn.BatchNorm1d/2d/3d``'s numerics.
 
     - ``momentum=0.9``: Flax's momentum weighs the old running value, torch's
-      the new batch, so this is torch's 0.1 (``1 - BATCH_NORM_MOMENTUM``);
+      the new batch, so this is torch's 0.1 (``1 - BATCH_NORM_MOMENTUM``).
+      ``momentum=None`` is torch's ``momentum=None``: the cumulative average,
+      each training step weighing the new batch ``1 / num_batches_tracked``;
     - the running variance is updated with the *unbiased* batch variance
       (times n/(n-1), n the count reduced per feature, across ``axis_name``
       devices and ``mask`` too), as torch; normalization uses the biased one,
       as both. Flax updates with the biased variance;
-    - ``epsilon=1e-5`` (as both), two-pass variance.
+    - ``epsilon=1e-5`` (as both), two-pass variance;
+    - ``track_num_batches``: keep torch's ``num_batches_tracked`` counter as
+      ``batch_stats/num_batches_tracked`` (int32, +1 per training step, as
+      torch). ``None`` (default): kept when ``momentum is None``, which needs it.
 
     ``use_running_average`` must still be given (torch: ``.train()``/``.eval()``).
 
     torch -> Flax: ``scale = weight``, ``bias = b``, ``batch_stats.mean =
-    running_mean``, ``batch_stats.var = running_var``. Not reproduced:
-    ``num_batches_tracked`` and ``momentum=None`` (cumulative average);
-    ``track_running_stats=False`` is ``use_running_average=False`` always.
+    running_mean``, ``batch_stats.var = running_var``, ``num_batches_tracked``
+    when kept (otherwise the port skips it); ``track_running_stats=False`` is
+    ``use_running_average=False`` always.
     """
 
-    momentum: float = 1.0 - BATCH_NORM_MOMENTUM
+    momentum: float | None = 1.0 - BATCH_NORM_MOMENTUM  # pyright: ignore[reportIncompatibleVariableOverride]
     epsilon: float = BATCH_NORM_EPS
     use_fast_variance: bool = False
+    track_num_batches: bool | None = None
 
     @nn.compact
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
-        layer = _stock(self, nn.BatchNorm)
+        cumulative = self.momentum is None
+        if cumulative and self.track_num_batches is False:
+            raise ValueError("momentum=None (torch's cumulative average) needs the batch counter")
+        # cumulative: Flax's momentum 0 leaves the batch statistics as the new values
+        layer = _stock(self, nn.BatchNorm, momentum=0.0 if cumulative else self.momentum)
+        counter = None
+        if self.track_num_batches or (self.track_num_batches is None and cumulative):
+            counter = self.variable(
+                "batch_stats", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32)
+            )
         frozen = nn.merge_param(
             "use_running_average", self.use_running_average, use_running_average
         )
@@ -715,11 +762,21 @@ class BatchNorm(nn.BatchNorm):
             axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups,
         )
+        old_mean = self.get_variable("batch_stats", "mean")
         old = self.get_variable("batch_stats", "var")
         y = layer(x, use_running_average, mask=mask)
         new = self.get_variable("batch_stats", "var")
-        corrected = unbiased_running_var(old, new, count, self.momentum)
-        self.put_variable("batch_stats", "var", corrected)
+        if counter is not None:
+            counter.value = counter.value + 1
+        if self.momentum is not None:
+            corrected = unbiased_running_var(old, new, count, self.momentum)
+            self.put_variable("batch_stats", "var", corrected)
+            return y
+        factor = 1 / counter.value.astype(old.dtype)  # pyright: ignore[reportOptionalMemberAccess]
+        batch_var = unbiased_running_var(old, new, count, 0.0)
+        batch_mean = self.get_variable("batch_stats", "mean")
+        self.put_variable("batch_stats", "mean", running_average(old_mean, batch_mean, factor))
+        self.put_variable("batch_stats", "var", running_average(old, batch_var, factor))
         return y
 
 
@@ -729,8 +786,46 @@ class BatchNorm(nn.BatchNorm):
 class PReLU(nn.PReLU):
     """``flax.linen.PReLU`` with ``torch.nn.PReLU``'s initial slope, 0.25 (Flax: 0.01).
 
-    torch -> Flax: ``negative_slope = weight[0]`` (``num_parameters=1``;
-    per-channel slopes have no Flax equivalent).
+    ``num_parameters=n > 1`` (torch's per-channel slopes): ``negative_slope``
+    is ``(n,)``, one slope per channel on the last axis (Flax's channels-last
+    layout; torch: axis 1), which must have ``n`` entries. With ``n = 1`` the
+    slope is Flax's scalar.
+
+    torch -> Flax: ``negative_slope = weight`` (``weight[0]`` for n = 1).
     """
 
     negative_slope_init: float = PRELU_INIT
+    num_parameters: int = 1
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        n = self.num_parameters
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_parameters must be a positive int, got {n!r}")
+        if n == 1:
+            return _stock(self, nn.PReLU)(inputs)
+        if jnp.ndim(inputs) == 0 or jnp.shape(inputs)[-1] != n:
+            raise ValueError(
+                f"PReLU(num_parameters={n}) needs {n} channels on the last axis, "
+                f"got input shape {jnp.shape(inputs)}"
+            )
+        slope = self.param(
+            "negative_slope",
+            lambda _, shape, dtype: jnp.full(shape, self.negative_slope_init, dtype),
+            (n,),
+            self.param_dtype,
+        )
+        return jnp.where(inputs >= 0, inputs, jnp.asarray(slope, inputs.dtype) * inputs)
+
+
+# -------------------------------------------------- re-exports of new layers ---
+
+from ._linen_more import EmbeddingBag, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
+
+__all__ += [
+    "EmbeddingBag",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "embedding_renorm",
+]

@@ -43,8 +43,9 @@ from jax import lax
 from jax.nn.initializers import Initializer
 
 from . import _sampling as S
-from ._batch_norm import batch_count, unbiased_running_var
+from ._batch_norm import batch_count, running_average, unbiased_running_var
 from ._circular import wrap_circular
+from ._embedding import check_max_norm, check_padding_idx, embedding_renorm, lookup
 from .defaults import (
     BATCH_NORM_EPS,
     BATCH_NORM_MOMENTUM,
@@ -438,7 +439,7 @@ class ConvTranspose(nnx.ConvTranspose):
 
 
 class Embed(nnx.Embed):
-    """``torch.nn.Embedding(num_embeddings, features, padding_idx)`` as ``flax.nnx.Embed``.
+    """``torch.nn.Embedding(num_embeddings, features, padding_idx, max_norm)`` as ``nnx.Embed``.
 
     embedding ``(num_embeddings, features)``: N(0, 1) (Flax: N(0,
     1/features)); with ``padding_idx`` that row starts at zero and, as in
@@ -446,6 +447,13 @@ class Embed(nnx.Embed):
     A negative ``padding_idx`` counts from the end. A user ``embedding_init``
     wins, padding row included (as torch's ``_weight``). From torch:
     ``embedding = weight``.
+
+    ``max_norm``/``norm_type``: on each call, the looked-up rows whose
+    ``norm_type``-norm exceeds ``max_norm`` are rescaled by ``max_norm /
+    (norm + 1e-7)`` and written back into ``embedding``, in place, as torch
+    does; the gradient reaches them as torch's reaches its renormed weight.
+    ``scale_grad_by_freq``: each row's gradient is divided by how often its
+    index occurs in ``inputs``, as torch.
 
     Other arguments as ``flax.nnx.Embed``.
     """
@@ -456,28 +464,52 @@ class Embed(nnx.Embed):
         features: int,
         *,
         padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
         embedding_init: Initializer | None = None,
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
-        if padding_idx is not None:
-            if isinstance(padding_idx, bool) or not isinstance(padding_idx, int):
-                raise ValueError(f"padding_idx must be an int or None, got {padding_idx!r}")
-            if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(
-                    f"padding_idx={padding_idx} must be in [-{num_embeddings}, {num_embeddings})"
-                )
-            padding_idx %= num_embeddings
+        padding_idx = check_padding_idx(padding_idx, num_embeddings)
+        check_max_norm(max_norm, norm_type)
         if embedding_init is None:
             embedding_init = embedding(padding_idx)
         super().__init__(
             num_embeddings, features, embedding_init=embedding_init, rngs=rngs, **kwargs
         )
         self.padding_idx = padding_idx
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+        self.scale_grad_by_freq = scale_grad_by_freq
 
     def __call__(self, inputs: Array, out_sharding=None) -> Array:
-        """Looks up ``inputs``; the padding row passes no gradient."""
-        y = super().__call__(inputs, out_sharding=out_sharding)
+        """Looks up ``inputs`` (renorming as torch with ``max_norm``); the padding row
+        passes no gradient."""
+        if self.max_norm is None and not self.scale_grad_by_freq:
+            y = super().__call__(inputs, out_sharding=out_sharding)
+        else:
+            if not jnp.issubdtype(inputs.dtype, jnp.integer):
+                raise ValueError("Input type must be an integer or unsigned integer.")
+            table = self.embedding[...]
+
+            def rows(table, inputs):
+                return lookup(
+                    table,
+                    inputs,
+                    max_norm=self.max_norm,
+                    norm_type=self.norm_type,
+                    scale_grad_by_freq=self.scale_grad_by_freq,
+                )[0]
+
+            (promoted,) = self.promote_dtype((table,), dtype=self.dtype, inexact=False)
+            if out_sharding is None:
+                y = rows(promoted, inputs)
+            else:
+                y = jax.sharding.auto_axes(rows, out_sharding=out_sharding)(promoted, inputs)
+            if self.max_norm is not None:
+                renormed = embedding_renorm(table, inputs, self.max_norm, self.norm_type)
+                self.embedding[...] = lax.stop_gradient(renormed)
         if self.padding_idx is None:
             return y
         pad = self.padding_idx
@@ -804,10 +836,13 @@ class BatchNorm(nnx.BatchNorm):
     """``torch.nn.BatchNorm1d/2d/3d(num_features)`` as ``flax.nnx.BatchNorm``.
 
     ``momentum=0.9``: Flax weighs the old running value, torch (0.1) the new
-    batch. ``eps=1e-5`` and two-pass batch variance. scale 1, bias 0, running
-    mean 0 and var 1. From torch: ``scale = weight``, ``bias = bias``,
-    ``mean = running_mean``, ``var = running_var``; training mode is
-    ``use_running_average=False`` (nnx's default), eval mode ``True``.
+    batch. ``momentum=None`` is torch's ``momentum=None``: the cumulative
+    average, each training step weighing the new batch
+    ``1 / num_batches_tracked``. ``eps=1e-5`` and two-pass batch variance.
+    scale 1, bias 0, running mean 0 and var 1. From torch: ``scale =
+    weight``, ``bias = bias``, ``mean = running_mean``, ``var = running_var``;
+    training mode is ``use_running_average=False`` (nnx's default), eval mode
+    ``True``.
 
     The running variance is updated with the *unbiased* batch variance (times
     n/(n-1), n the count reduced per feature, across ``axis_name`` devices and
@@ -815,8 +850,10 @@ class BatchNorm(nnx.BatchNorm):
     updates with the biased variance. Fewer than 2 values per feature in
     training (no mask, no ``axis_name``) raise ``ValueError``, as torch.
 
-    Not reproduced: ``num_batches_tracked`` and the cumulative
-    ``momentum=None``.
+    ``track_num_batches``: keep torch's ``num_batches_tracked`` as the
+    ``BatchStat`` ``num_batches_tracked`` (int32, +1 per training step, as
+    torch; ported both ways). ``None`` (default): kept when ``momentum is
+    None``, which needs it; otherwise the port skips torch's counter.
 
     Other arguments as ``flax.nnx.BatchNorm``.
     """
@@ -825,20 +862,28 @@ class BatchNorm(nnx.BatchNorm):
         self,
         num_features: int,
         *,
-        momentum: float = 1 - BATCH_NORM_MOMENTUM,
+        momentum: float | None = 1 - BATCH_NORM_MOMENTUM,
         epsilon: float = BATCH_NORM_EPS,
         use_fast_variance: bool = False,
+        track_num_batches: bool | None = None,
         rngs: nnx.Rngs,
         **kwargs: Any,
     ):
+        cumulative = momentum is None
+        if cumulative and track_num_batches is False:
+            raise ValueError("momentum=None (torch's cumulative average) needs the batch counter")
         super().__init__(
             num_features,
-            momentum=momentum,
+            momentum=0.0 if momentum is None else momentum,
             epsilon=epsilon,
             use_fast_variance=use_fast_variance,
             rngs=rngs,
             **kwargs,
         )
+        self.momentum = momentum  # pyright: ignore[reportAttributeAccessIssue]
+        self.num_batches_tracked: nnx.BatchStat[Array] | None = nnx.data(None)
+        if track_num_batches or (track_num_batches is None and cumulative):
+            self.num_batches_tracked = nnx.BatchStat(jnp.zeros((), jnp.int32))
 
     def __call__(
         self, x: Array, use_running_average: bool | None = None, *, mask: Array | None = None
@@ -846,7 +891,7 @@ class BatchNorm(nnx.BatchNorm):
         """Normalizes ``x``; in training mode, updates the running stats as torch does."""
         frozen = self.use_running_average if use_running_average is None else use_running_average
         if frozen is None or frozen:  # None: Flax raises its own error
-            return super().__call__(x, use_running_average, mask=mask)
+            return self._flax_call(x, use_running_average, mask)
         count = batch_count(
             x,
             self.axis,
@@ -854,10 +899,30 @@ class BatchNorm(nnx.BatchNorm):
             axis_name=self.axis_name,
             axis_index_groups=self.axis_index_groups,
         )
-        old = self.var[...]
-        y = super().__call__(x, use_running_average, mask=mask)
-        self.var[...] = unbiased_running_var(old, self.var[...], count, self.momentum)
+        old_mean, old = self.mean[...], self.var[...]
+        y = self._flax_call(x, use_running_average, mask)
+        counter = self.num_batches_tracked
+        if counter is not None:
+            counter[...] = counter[...] + 1
+        if self.momentum is not None:
+            self.var[...] = unbiased_running_var(old, self.var[...], count, self.momentum)
+            return y
+        assert counter is not None  # checked in __init__
+        factor = 1 / counter[...].astype(old.dtype)
+        batch_var = unbiased_running_var(old, self.var[...], count, 0.0)
+        self.mean[...] = running_average(old_mean, self.mean[...], factor)
+        self.var[...] = running_average(old, batch_var, factor)
         return y
+
+    def _flax_call(self, x: Array, use_running_average: bool | None, mask: Array | None) -> Array:
+        """Flax's BatchNorm; with ``momentum=None`` its momentum is 0 (the batch statistics)."""
+        momentum = self.momentum
+        if momentum is None:
+            self.momentum = 0.0
+        try:
+            return super().__call__(x, use_running_average, mask=mask)
+        finally:
+            self.momentum = momentum
 
 
 class RMSNorm(nnx.RMSNorm):
@@ -883,13 +948,54 @@ class RMSNorm(nnx.RMSNorm):
 
 
 class PReLU(nnx.PReLU):
-    """``torch.nn.PReLU()`` as ``flax.nnx.PReLU``: slope 0.25 (Flax: 0.01).
+    """``torch.nn.PReLU(num_parameters)`` as ``flax.nnx.PReLU``: slope 0.25 (Flax: 0.01).
 
-    One scalar slope: ``negative_slope = weight[0]``. torch's per-channel
-    ``num_parameters > 1`` has no Flax equivalent.
+    ``num_parameters=1``: Flax's scalar slope, ``negative_slope = weight[0]``.
+    ``num_parameters=n > 1`` (torch's per-channel slopes): ``negative_slope``
+    is ``(n,)``, one slope per channel on the last axis (Flax's channels-last
+    layout; torch: axis 1), which must have ``n`` entries;
+    ``negative_slope = weight``.
 
     Other arguments as ``flax.nnx.PReLU``.
     """
 
-    def __init__(self, negative_slope_init: float = PRELU_INIT, **kwargs: Any):
-        super().__init__(negative_slope_init, **kwargs)
+    def __init__(
+        self,
+        negative_slope_init: float = PRELU_INIT,
+        *,
+        num_parameters: int = 1,
+        param_dtype: Dtype = jnp.float32,
+        negative_slope_metadata: Metadata = _NO_METADATA,
+        **kwargs: Any,
+    ):
+        n = num_parameters
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_parameters must be a positive int, got {n!r}")
+        super().__init__(
+            negative_slope_init,
+            param_dtype=param_dtype,
+            negative_slope_metadata=negative_slope_metadata,
+            **kwargs,
+        )
+        if n > 1:
+            self.negative_slope = nnx.Param(
+                jnp.full((n,), negative_slope_init, param_dtype), **negative_slope_metadata
+            )
+        self.num_parameters = n
+
+    def __call__(self, inputs: Array) -> Array:
+        """``inputs`` where >= 0, else slope times ``inputs`` (per channel for n > 1)."""
+        n = self.num_parameters
+        if n > 1 and (inputs.ndim == 0 or inputs.shape[-1] != n):
+            raise ValueError(
+                f"PReLU(num_parameters={n}) needs {n} channels on the last axis, "
+                f"got input shape {inputs.shape}"
+            )
+        return super().__call__(inputs)
+
+
+# -------------------------------------------------- re-exports of new layers ---
+
+from ._nnx_more import EmbeddingBag, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
+
+__all__ += ["EmbeddingBag", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]

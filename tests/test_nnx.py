@@ -756,7 +756,7 @@ DROP_INS = [  # (initjax class, Flax class, arguments initjax adds)
     (inn.LinearGeneral, nnx.LinearGeneral, ()),
     (inn.Conv, nnx.Conv, ()),
     (inn.ConvTranspose, nnx.ConvTranspose, ("feature_group_count",)),
-    (inn.Embed, nnx.Embed, ("padding_idx",)),
+    (inn.Embed, nnx.Embed, ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq")),
     (inn.SimpleCell, nnx.SimpleCell, ()),
     (inn.LSTMCell, nnx.LSTMCell, ()),
     (inn.OptimizedLSTMCell, nnx.OptimizedLSTMCell, ()),
@@ -764,9 +764,9 @@ DROP_INS = [  # (initjax class, Flax class, arguments initjax adds)
     (inn.MultiHeadAttention, nnx.MultiHeadAttention, ()),
     (inn.LayerNorm, nnx.LayerNorm, ()),
     (inn.GroupNorm, nnx.GroupNorm, ()),
-    (inn.BatchNorm, nnx.BatchNorm, ()),
+    (inn.BatchNorm, nnx.BatchNorm, ("track_num_batches",)),
     (inn.RMSNorm, nnx.RMSNorm, ()),
-    (inn.PReLU, nnx.PReLU, ()),
+    (inn.PReLU, nnx.PReLU, ("num_parameters",)),
 ]
 
 

@@ -125,6 +125,19 @@ def _safe_cast(src: np.dtype, dst: np.dtype) -> bool:
     return bool(np.can_cast(src, dst, "safe"))
 
 
+def _fits(tensor: Any, dst: Any) -> bool:
+    """Integers whose every value ``dst`` holds (a torch int64 counter into int32).
+
+    Reads the tensor only when both dtypes are integers.
+    """
+    dst = np.dtype(dst)
+    if not (np.issubdtype(tensor.dtype, np.integer) and np.issubdtype(dst, np.integer)):
+        return False
+    value = np.asarray(tensor)
+    info = np.iinfo(dst)
+    return value.size == 0 or bool(info.min <= value.min() and value.max() <= info.max)
+
+
 # ------------------------------------------------------------------ rules ---
 
 
@@ -221,7 +234,7 @@ def _port(
         def torch_key(name: str, prefix: tuple[str, ...] = layer.path) -> str | None:
             return by_path.get(prefix + tuple(name.split(".")))
 
-        for name in sorted(layer.rule.ignore):
+        for name in sorted(layer.rule.ignore - expected.keys()):  # a kept counter is not ignored
             k = torch_key(name)
             if k is not None:
                 consumed.add(k)
@@ -255,14 +268,13 @@ def _port(
                 missing.append(f"{_join(full)} (no torch {', '.join(absent)}{note})")
                 fills[full] = (spec.init, leaf)
                 continue
-            keys = [k for k in keys if k is not None]  # none is (for the type checker)
             if bad & set(spec.needs):
                 continue
             found = [k for k in keys if k is not None]
             casts = [
                 f"{k}: {state[k].dtype} -> {np.dtype(leaf.dtype)} for {_join(full)}{_in(state, k)}"
                 for k in found
-                if not _safe_cast(state[k].dtype, leaf.dtype)
+                if not _safe_cast(state[k].dtype, leaf.dtype) and not _fits(state[k], leaf.dtype)
             ]
             if casts and not allow_lossy_cast:
                 lossy += casts
@@ -528,8 +540,9 @@ def linen_to_torch(
     direction (stacked ``weight_ih_l0`` names included), and a key no Flax
     variable produces raises. Biases that Flax holds as ``bias_ih + bias_hh``
     come back in ``bias_ih`` with ``bias_hh`` zero: the same function.
-    ``num_batches_tracked`` is not produced (torch fills it in on load).
-    Arrays keep the Flax dtypes; write them with :func:`save_safetensors`.
+    ``num_batches_tracked`` is produced only by BatchNorm layers that keep the
+    counter (``momentum=None`` or ``track_num_batches=True``, as int32; torch
+    casts it on load); otherwise torch fills it in on load. Arrays keep the Flax dtypes; write them with :func:`save_safetensors`.
     """
     target = _targets.linen_target(variables, layers, rules)
     return _export(target, torch_keys, rename)

@@ -410,9 +410,10 @@ class Norm(Rule):
 
 @dataclass(frozen=True)
 class BatchNorm(Norm):
-    """``torch.nn.BatchNorm1d/2d/3d``: as :class:`Norm`, plus ``batch_stats/mean =
-    running_mean`` and ``batch_stats/var = running_var``; ``num_batches_tracked``
-    is dropped (Flax's fixed momentum does not use it)."""
+    """``torch.nn.BatchNorm1d/2d/3d`` and ``InstanceNorm1d/2d/3d``: as :class:`Norm`, plus
+    ``batch_stats/mean = running_mean``, ``batch_stats/var = running_var`` and, when the
+    layer keeps one, ``batch_stats/num_batches_tracked = num_batches_tracked``. A layer
+    without a counter skips torch's (Flax's fixed momentum does not use it)."""
 
     ignore: frozenset[str] = field(default=frozenset({"num_batches_tracked"}))
 
@@ -422,13 +423,23 @@ class BatchNorm(Norm):
             out[(B, "mean")] = Spec(("running_mean",), _same, init.zeros())
         if _has(target, B, "var"):
             out[(B, "var")] = Spec(("running_var",), _same, init.ones())
+        if _has(target, B, "num_batches_tracked"):
+            out[(B, "num_batches_tracked")] = Spec(("num_batches_tracked",), _counter, init.zeros())
         return out
 
     def to_torch(self, leaves):
         out = super().to_torch(leaves)
-        names = {(B, "mean"): "running_mean", (B, "var"): "running_var"}
+        names = {
+            (B, "mean"): "running_mean",
+            (B, "var"): "running_var",
+            (B, "num_batches_tracked"): "num_batches_tracked",
+        }
         out.update({names[v]: x for v, x in leaves.items() if v in names})
         return out
+
+
+def _counter(n, *, shape):
+    return n.reshape(shape)
 
 
 # ------------------------------------------------------------ embeddings ---
@@ -436,7 +447,8 @@ class BatchNorm(Norm):
 
 @dataclass(frozen=True)
 class Embed(Rule):
-    """``torch.nn.Embedding``: ``embedding = weight`` (same layout; the padding row is copied)."""
+    """``torch.nn.Embedding`` and ``EmbeddingBag``: ``embedding = weight`` (same layout; the
+    padding row is copied)."""
 
     padding_idx: int | None = None
 
@@ -449,7 +461,8 @@ class Embed(Rule):
 
 @dataclass(frozen=True)
 class PReLU(Rule):
-    """``torch.nn.PReLU``: ``negative_slope = weight``, a scalar slope from a 1-element weight."""
+    """``torch.nn.PReLU(num_parameters)``: ``negative_slope = weight``; Flax's scalar slope
+    holds a 1-element weight, a ``(n,)`` slope (initjax's per-channel PReLU) ``weight (n,)``."""
 
     def specs(self, target):
         return {(P, "negative_slope"): Spec(("weight",), _same, init.constant(defaults.PRELU_INIT))}

@@ -121,7 +121,13 @@ def draw_layer(
             dtype=dt,
         )
     if isinstance(rule, R.Norm):  # also BatchNorm: nothing drawn
-        constants = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
+        constants = {
+            "weight": 1.0,
+            "bias": 0.0,
+            "running_mean": 0.0,
+            "running_var": 1.0,
+            "num_batches_tracked": 0,
+        }
         return {n: np.full(s, constants[n], dt) for n, s in shapes.items() if n in constants}
     if isinstance(rule, R.PReLU):
         return {"weight": np.full(shapes["weight"], defaults.PRELU_INIT, dt)}
@@ -280,7 +286,8 @@ def _replay(
                 raise ValueError(
                     f"{'/'.join(layer.path)} ({layer.kind}) cannot hold torch's initial values: {e}"
                 ) from None
-            values[(var[0], *layer.path, *var[1:])] = np.asarray(value, dtype=dtypes[layer.path])
+            dtype = layer.variables[var].dtype  # each variable's own (an int counter)
+            values[(var[0], *layer.path, *var[1:])] = np.asarray(value, dtype=dtype)
     return values
 
 
