@@ -728,3 +728,9 @@ class PReLU(nn.PReLU):
     """
 
     negative_slope_init: float = PRELU_INIT
+
+
+# torch's stacked recurrent modules and torch-signature cells (issue 13): their own module.
+from ._linen_recurrent import GRU, LSTM, SimpleRNN, TorchGRUCell, TorchLSTMCell, TorchRNNCell  # noqa: E402
+
+__all__ += ["LSTM", "GRU", "SimpleRNN", "TorchLSTMCell", "TorchGRUCell", "TorchRNNCell"]

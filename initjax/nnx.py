@@ -889,3 +889,9 @@ class PReLU(nnx.PReLU):
 
     def __init__(self, negative_slope_init: float = PRELU_INIT, **kwargs: Any):
         super().__init__(negative_slope_init, **kwargs)
+
+
+# torch's stacked recurrent modules and torch-signature cells (issue 13): their own module.
+from ._nnx_recurrent import GRU, LSTM, SimpleRNN, TorchGRUCell, TorchLSTMCell, TorchRNNCell  # noqa: E402
+
+__all__ += ["LSTM", "GRU", "SimpleRNN", "TorchLSTMCell", "TorchGRUCell", "TorchRNNCell"]
