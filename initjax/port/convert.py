@@ -190,7 +190,7 @@ def _port(
     key: jax.Array | None,
     allow_lossy_cast: bool,
 ) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
-    paths = torch_paths(state, target.flavor, rename)
+    paths = torch_paths(state, target.flavor, rename, stacks=target.stacks)
     by_path = {path: k for k, path in paths.items()}
     consumed: set[str] = set()
     missing, mismatched, lossy, ignored = [], [], [], []
@@ -450,7 +450,8 @@ def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) 
         raise ValueError("rename can only be inverted given torch_keys (the torch key names)")
     names = None
     if torch_keys is not None:
-        names = {path: k for k, path in torch_paths(torch_keys, target.flavor, rename).items()}
+        paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
+        names = {path: k for k, path in paths.items()}
     out: StateDict = {}
     unknown, produced = [], set()
     for layer in target.layers:
