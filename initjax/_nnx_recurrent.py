@@ -6,7 +6,8 @@ and computes the forward pass; re-exported by :mod:`initjax.nnx`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -108,12 +109,10 @@ class _Stack(_Torch):
         lengths: Array | None = None,
         deterministic: bool | None = None,
     ):
-        between = None
         layer = self.dropout_layer
+        between: Callable[[Array], Array] | None = None
         if layer is not None:
-
-            def between(x):
-                return layer(x, deterministic=deterministic)
+            between = partial(layer.__call__, deterministic=deterministic)
 
         return R.run(
             self.spec,
@@ -137,7 +136,12 @@ def _roles(kernel, recurrent_kernel, bias, projection=None) -> dict[str, Any]:
     }
 
 
-def _metadata(kernel, recurrent_kernel, bias, projection=_NO_METADATA) -> dict[str, Metadata]:
+def _metadata(
+    kernel: Metadata,
+    recurrent_kernel: Metadata,
+    bias: Metadata,
+    projection: Metadata = _NO_METADATA,
+) -> dict[str, Metadata]:
     return _roles(kernel, recurrent_kernel, bias, projection)
 
 

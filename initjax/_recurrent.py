@@ -162,6 +162,7 @@ def _cell(mode: str, gi: Array, gh: Array, h: Array, c: Array | None):
     """torch's cell update from ``gi = W_ih x + b_ih`` and ``gh = W_hh h + b_hh``: ``(h', c')``
     (LSTM's ``h'`` before the projection; ``c`` is None but for LSTM)."""
     if mode == "LSTM":
+        assert c is not None
         gate = dict(zip(LSTM_GATES, jnp.split(gi + gh, len(LSTM_GATES), axis=-1), strict=True))
         c = jax.nn.sigmoid(gate["f"]) * c + jax.nn.sigmoid(gate["i"]) * jnp.tanh(gate["g"])
         return jax.nn.sigmoid(gate["o"]) * jnp.tanh(c), c
@@ -311,7 +312,7 @@ def run(
             if ok is not None:
                 keep = ok[None, :, None]
                 new_h = jnp.where(keep, new_h, h)
-                new_c = None if c is None else jnp.where(keep, new_c, c)
+                new_c = None if c is None or new_c is None else jnp.where(keep, new_c, c)
                 out = jnp.where(keep, new_h, 0)
             else:
                 out = new_h

@@ -77,7 +77,7 @@ def _unstack(keys: Iterable[str], flavor: Flavor, stacks: Collection[Path]) -> d
     keys = list(keys)
     stacks = set(stacks)
 
-    def kept(m: re.Match) -> bool:
+    def kept(m: re.Match[str]) -> bool:
         mod = () if m["mod"] is None else _dotted_to_path(m["mod"], flavor)
         return mod in stacks
 
