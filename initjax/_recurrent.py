@@ -195,14 +195,10 @@ def _reverse_time(x: Array, lengths: Array | None) -> Array:
     return jnp.take_along_axis(x, idx, axis=0)
 
 
-def _state_shapes(spec: Recurrent, batch: tuple[int, ...]):
-    n = spec.num_layers * spec.directions
-    return (n, *batch, spec.out_size), (n, *batch, spec.hidden_size)
-
-
-def _split_hx(spec: Recurrent, hx, batch: tuple[int, ...], dtype):
-    """``(h0, c0)`` (``c0`` None unless LSTM) with torch's shapes, zeros where not given."""
-    h_shape, c_shape = _state_shapes(spec, batch)
+def _split_hx(spec: Recurrent, hx, lead: tuple[int, ...], dtype):
+    """``(h, c)`` (``c`` None unless LSTM) of shapes ``(*lead, H_r)`` and ``(*lead, H)``
+    (torch's), checked; zeros where not given."""
+    h_shape, c_shape = (*lead, spec.out_size), (*lead, spec.hidden_size)
     if spec.mode == "LSTM":
         if hx is None:
             return jnp.zeros(h_shape, dtype), jnp.zeros(c_shape, dtype)
@@ -211,12 +207,12 @@ def _split_hx(spec: Recurrent, hx, batch: tuple[int, ...], dtype):
         h0, c0 = jnp.asarray(hx[0]), jnp.asarray(hx[1])
         _check_shape(h0, h_shape, "h_0")
         _check_shape(c0, c_shape, "c_0")
-        return h0, c0
+        return h0.astype(dtype), c0.astype(dtype)
     if hx is None:
         return jnp.zeros(h_shape, dtype), None
     h0 = jnp.asarray(hx)
     _check_shape(h0, h_shape, "h_0")
-    return h0, None
+    return h0.astype(dtype), None
 
 
 def _check_shape(x: Array, shape: tuple[int, ...], what: str) -> None:
@@ -265,10 +261,10 @@ def run(
     steps, batch = x.shape[0], x.shape[1]
     dtype = _dtype(dtype, x, *params.values())
     x, params = x.astype(dtype), _cast(dict(params), dtype)
-    if unbatched and hx is not None:
-        hx = jax.tree.map(lambda a: jnp.asarray(a)[:, None], hx)
-    h0, c0 = _split_hx(spec, hx, (batch,), dtype)
-    h0, c0 = h0.astype(dtype), None if c0 is None else c0.astype(dtype)
+    n = spec.num_layers * spec.directions
+    h0, c0 = _split_hx(spec, hx, (n,) if unbatched else (n, batch), dtype)
+    if unbatched:
+        h0, c0 = h0[:, None], None if c0 is None else c0[:, None]
 
     valid = None
     if lengths is not None:
@@ -357,26 +353,14 @@ def step(
     x = jnp.asarray(inputs)
     if x.ndim not in (1, 2):
         raise ValueError(f"Expected input of 1 (unbatched) or 2 dimensions, got {x.ndim}")
-    unbatched = x.ndim == 1
-    if unbatched:
-        x = x[None]
-        if hx is not None:
-            hx = jax.tree.map(lambda a: jnp.asarray(a)[None], hx)
     if x.shape[-1] != spec.input_size:
         raise ValueError(f"input has {x.shape[-1]} features, expected input_size={spec.input_size}")
     dtype = _dtype(dtype, x, *params.values())
     x, params = x.astype(dtype), _cast(dict(params), dtype)
-    # a cell's state has torch's shapes without the leading layer axis
-    h, c = _split_hx(
-        spec, None if hx is None else jax.tree.map(lambda a: a[None], hx), (x.shape[0],), dtype
-    )
-    h, c = h[0].astype(dtype), None if c is None else c[0].astype(dtype)
+    h, c = _split_hx(spec, hx, x.shape[:-1], dtype)
     gi = jnp.matmul(x, params["kernel_ih"], precision=precision)
     gh = jnp.matmul(h, params["kernel_hh"], precision=precision)
     if spec.bias:
         gi, gh = gi + params["bias_ih"], gh + params["bias_hh"]
     new_h, new_c = _cell(spec.mode, gi, gh, h, c)
-    if unbatched:
-        new_h = new_h[0]
-        new_c = None if new_c is None else new_c[0]
     return (new_h, new_c) if spec.mode == "LSTM" else new_h

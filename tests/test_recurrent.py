@@ -5,11 +5,12 @@ state_dict keys, no rename) and gradients go back through it, so every parity
 case also checks the port rule. Forward <= 1e-5, gradients (input, initial
 states and every parameter) <= 1e-4, float32.
 
-Configuration grid (a covering subset, not the full product): every value of
-each axis appears at least once per mode: num_layers 1/2/3, uni- and
-bidirectional, batch_first both, unbatched input, proj_size 0 and 2 (LSTM),
-tanh and relu (RNN), bias on and off, initial states given and omitted; each
-case runs in linen or nnx (alternating; both share one forward).
+Configuration grid (a covering subset, not the full product, to keep compile
+time down): LSTM covers num_layers 1/2/3, uni- and bidirectional, batch_first
+both, unbatched input, proj_size 0 and 2, bias on and off, initial states given
+and omitted; GRU and RNN cover num_layers 1/2, both directions, batch_first
+both, initial states both ways, and GRU unbatched and bias=False; RNN tanh and
+relu. Each case runs in linen or nnx (both share one forward).
 """
 
 from __future__ import annotations
@@ -38,34 +39,18 @@ CELLS = {
 
 # (class, torch kwargs, input layout, initial state given, flavor)
 CASES = [
-    ("LSTM", dict(num_layers=1), "time", True, "nnx"),
-    (
-        "LSTM",
-        dict(num_layers=2, bidirectional=True, batch_first=True, proj_size=P),
-        "batch",
-        False,
-        "linen",
-    ),
     ("LSTM", dict(num_layers=3, bidirectional=True, proj_size=P), "time", True, "nnx"),
-    ("LSTM", dict(num_layers=2, bias=False), "unbatched", True, "linen"),
-    ("LSTM", dict(num_layers=1, bidirectional=True, proj_size=P), "unbatched", False, "nnx"),
-    ("GRU", dict(num_layers=1, bidirectional=True, batch_first=True), "batch", True, "linen"),
-    ("GRU", dict(num_layers=3), "time", False, "nnx"),
-    ("GRU", dict(num_layers=2, bidirectional=True, bias=False), "unbatched", True, "linen"),
-    ("SimpleRNN", dict(num_layers=2, bidirectional=True), "time", True, "nnx"),
+    ("LSTM", dict(num_layers=1, batch_first=True, bias=False), "batch", False, "linen"),
+    ("LSTM", dict(num_layers=2, proj_size=P), "unbatched", True, "linen"),
+    ("GRU", dict(num_layers=2, bidirectional=True, batch_first=True), "batch", True, "linen"),
+    ("GRU", dict(num_layers=1, bias=False), "unbatched", False, "nnx"),
+    ("SimpleRNN", dict(num_layers=1, bidirectional=True), "time", False, "nnx"),
     (
         "SimpleRNN",
-        dict(num_layers=3, nonlinearity="relu", batch_first=True),
+        dict(num_layers=2, nonlinearity="relu", batch_first=True),
         "batch",
-        False,
-        "linen",
-    ),
-    (
-        "SimpleRNN",
-        dict(num_layers=1, nonlinearity="relu", bidirectional=True),
-        "unbatched",
         True,
-        "nnx",
+        "linen",
     ),
 ]
 
@@ -252,7 +237,7 @@ def test_lengths_match_packed_sequences(name, kw, flavor):
 # ------------------------------------------------------------------ dropout ---
 
 
-@pytest.mark.parametrize("flavor, rate", [("nnx", 1.0), ("linen", 1.0), ("linen", 0.5)])
+@pytest.mark.parametrize("flavor, rate", [("nnx", 1.0), ("linen", 0.5)])
 def test_dropout_between_layers_training_only(flavor, rate):
     """torch's ``dropout`` acts on every layer's output but the last, in training only.
 
@@ -290,7 +275,7 @@ def test_dropout_between_layers_training_only(flavor, rate):
 
 
 def test_nnx_eval_mode_turns_dropout_off():
-    m = ij.nnx.GRU(IN, H, 2, dropout=0.5, rngs=nnx.Rngs(0))
+    m = ij.nnx.SimpleRNN(IN, H, 2, dropout=0.5, rngs=nnx.Rngs(0))
     x = jnp.asarray(_input("time", np.random.default_rng(0)))
     run = nnx.jit(lambda m, x: m(x)[0])
     a, b = run(m, x), run(m, x)
@@ -406,7 +391,7 @@ def test_replay_matches_torch_seed():
     "flavor, name, torch_cls, kw",
     [
         ("nnx", "LSTM", torch.nn.LSTM, dict(num_layers=2, bidirectional=True, proj_size=16)),
-        ("linen", "GRU", torch.nn.GRU, dict(num_layers=2)),
+        ("linen", "GRU", torch.nn.GRU, {}),
         ("nnx", "SimpleRNN", torch.nn.RNN, dict(nonlinearity="relu")),
         ("linen", "TorchLSTMCell", torch.nn.LSTMCell, {}),
     ],
@@ -427,7 +412,7 @@ def test_default_init_is_torchs_per_tensor(flavor, name, torch_cls, kw):
     else:
         model = getattr(ij.linen, name)(width, hidden, **kw)
         example = jnp.zeros((2, width)) if "Cell" in name else jnp.zeros((1, 2, width))
-        variables = model.init(jax.random.key(3), example)
+        variables = jax.jit(model.init)(jax.random.key(3), example)
         ours = port.linen_to_torch(variables, port.linen_layers(model, example))
     assert sorted(ours) == sorted(theirs)
     for k, w in ours.items():
