@@ -38,7 +38,7 @@ _ARGS = """
     are zero, ``h_n`` is each sequence's state at its last valid step).
     ``dropout`` between layers (torch: training mode) needs
     ``deterministic=False`` and a ``'dropout'`` rng; ``deterministic=True`` is
-    torch's ``eval()``. Runs as one ``lax.scan`` over time per layer.
+    torch's ``eval()``; ``init`` needs neither. Runs as one ``lax.scan`` over time per layer.
 """
 
 
@@ -92,6 +92,8 @@ class _Stack(_Torch):
             raise ValueError(f"dropout must be a number in [0, 1], got {rate!r}")
         between = None
         if rate > 0 and spec.num_layers > 1:
+            if self.is_initializing() and self.deterministic is None and deterministic is None:
+                deterministic = True  # init needs no mode and no 'dropout' rng
             det = nn.merge_param("deterministic", self.deterministic, deterministic)
             drop = nn.Dropout(rate, deterministic=det)
             between = drop.__call__
