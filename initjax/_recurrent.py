@@ -220,6 +220,20 @@ def _check_shape(x: Array, shape: tuple[int, ...], what: str) -> None:
         raise ValueError(f"Expected {what} of shape {tuple(shape)}, got {tuple(x.shape)}")
 
 
+def _direction(spec: Recurrent, params, layer: int, k: int, x, lengths, precision):
+    """``(gi, W_hh, b_hh, W_hr)`` of one layer and direction; ``gi = x W_ih + b_ih`` for
+    every step at once (time-reversed within each sequence for the backward direction)."""
+    s = spec.suffix(layer, k)
+    gi = jnp.matmul(x, params[f"kernel_ih{s}"], precision=precision)
+    b_hh = None
+    if spec.bias:
+        gi, b_hh = gi + params[f"bias_ih{s}"], params[f"bias_hh{s}"]
+    if k:
+        gi = _reverse_time(gi, lengths)
+    w_hr = params[f"kernel_hr{s}"] if spec.proj_size else None
+    return gi, params[f"kernel_hh{s}"], b_hh, w_hr
+
+
 def run(
     spec: Recurrent,
     params: Mapping[str, Array],
@@ -278,54 +292,45 @@ def run(
     d = spec.directions
     h_n, c_n = [], []
     for layer in range(spec.num_layers):
-        names = [spec.suffix(layer, k) for k in range(d)]
-
-        def stack(name, names=names):
-            return jnp.stack([params[f"{name}{s}"] for s in names])
-
-        w_ih, w_hh = stack("kernel_ih"), stack("kernel_hh")
-        gi = jnp.einsum("tbf,dfg->dtbg", x, w_ih, precision=precision)
-        if spec.bias:
-            gi = gi + stack("bias_ih")[:, None, None]
-            b_hh = stack("bias_hh")[:, None]
-        else:
-            b_hh = None
-        if d == 2:
-            gi = jnp.stack([gi[0], _reverse_time(gi[1], lengths)])
-        w_hr = stack("kernel_hr") if spec.proj_size else None
+        # per direction: (W_ih x + b_ih for all steps, reversed for the backward one,
+        # W_hh, b_hh, W_hr); both directions advance in one scan
+        dirs = [_direction(spec, params, layer, k, x, lengths, precision) for k in range(d)]
         rows = slice(layer * d, (layer + 1) * d)
-        carry = (h0[rows], None if c0 is None else c0[rows])
+        carry = tuple((h0[r], None if c0 is None else c0[r]) for r in range(rows.start, rows.stop))
 
-        def body(carry, xs, w_hh=w_hh, b_hh=b_hh, w_hr=w_hr):
-            h, c = carry
-            g_i, ok = xs
-            gh = jnp.einsum("dbh,dhg->dbg", h, w_hh, precision=precision)
-            if b_hh is not None:
-                gh = gh + b_hh
-            new_h, new_c = _cell(spec.mode, g_i, gh, h, c)
-            if w_hr is not None:
-                new_h = jnp.einsum("dbh,dhp->dbp", new_h, w_hr, precision=precision)
-            if ok is not None:
-                keep = ok[None, :, None]
-                new_h = jnp.where(keep, new_h, h)
-                new_c = None if c is None or new_c is None else jnp.where(keep, new_c, c)
-                out = jnp.where(keep, new_h, 0)
-            else:
+        def body(carry, xs, dirs=dirs):
+            g_in, ok = xs
+            new_carry, outs = [], []
+            for (h, c), g_i, (_, w_hh, b_hh, w_hr) in zip(carry, g_in, dirs, strict=True):
+                gh = jnp.matmul(h, w_hh, precision=precision)
+                if b_hh is not None:
+                    gh = gh + b_hh
+                new_h, new_c = _cell(spec.mode, g_i, gh, h, c)
+                if w_hr is not None:
+                    new_h = jnp.matmul(new_h, w_hr, precision=precision)
                 out = new_h
-            return (new_h, new_c), out
+                if ok is not None:
+                    keep = ok[:, None]
+                    new_h = jnp.where(keep, new_h, h)
+                    new_c = None if c is None or new_c is None else jnp.where(keep, new_c, c)
+                    out = jnp.where(keep, new_h, 0)
+                new_carry.append((new_h, new_c))
+                outs.append(out)
+            return tuple(new_carry), tuple(outs)
 
-        (h_last, c_last), ys = lax.scan(body, carry, (jnp.moveaxis(gi, 1, 0), valid))
-        if d == 2:  # ys: (T, D, B, H_r)
-            ys = jnp.stack([ys[:, 0], _reverse_time(ys[:, 1], lengths)], axis=1)
-        x = jnp.moveaxis(ys, 1, 2).reshape(steps, batch, d * spec.out_size)
-        h_n.append(h_last)
-        if c_last is not None:
-            c_n.append(c_last)
+        last, ys = lax.scan(body, carry, (tuple(g for g, *_ in dirs), valid))
+        if d == 2:
+            ys = (ys[0], _reverse_time(ys[1], lengths))
+        x = jnp.concatenate(ys, axis=-1)
+        for h_last, c_last in last:
+            h_n.append(h_last)
+            if c_last is not None:
+                c_n.append(c_last)
         if between is not None and layer < spec.num_layers - 1:
             x = between(x)
 
-    hn = jnp.concatenate(h_n)
-    cn = jnp.concatenate(c_n) if c_n else None
+    hn = jnp.stack(h_n)
+    cn = jnp.stack(c_n) if c_n else None
     if unbatched:
         x, hn = x[:, 0], hn[:, 0]
         cn = None if cn is None else cn[:, 0]
