@@ -295,8 +295,8 @@ def run(
         # per direction: (W_ih x + b_ih for all steps, reversed for the backward one,
         # W_hh, b_hh, W_hr); both directions advance in one scan
         dirs = [_direction(spec, params, layer, k, x, lengths, precision) for k in range(d)]
-        rows = slice(layer * d, (layer + 1) * d)
-        carry = tuple((h0[r], None if c0 is None else c0[r]) for r in range(rows.start, rows.stop))
+        rows = range(layer * d, (layer + 1) * d)
+        carry = tuple((h0[r], None if c0 is None else c0[r]) for r in rows)
 
         def body(carry, xs, dirs=dirs):
             g_in, ok = xs
