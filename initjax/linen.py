@@ -818,9 +818,17 @@ class PReLU(nn.PReLU):
         return jnp.where(inputs >= 0, inputs, jnp.asarray(slope, inputs.dtype) * inputs)
 
 
-# -------------------------------------------------- re-exports of new layers ---
+# ------------------------------------ torch modules kept in modules of their own ---
 
 from ._linen_more import EmbeddingBag, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
+from ._linen_recurrent import (  # noqa: E402
+    GRU,
+    LSTM,
+    SimpleRNN,
+    TorchGRUCell,
+    TorchLSTMCell,
+    TorchRNNCell,
+)
 
 __all__ += [
     "EmbeddingBag",
@@ -828,4 +836,10 @@ __all__ += [
     "InstanceNorm2d",
     "InstanceNorm3d",
     "embedding_renorm",
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "TorchLSTMCell",
+    "TorchGRUCell",
+    "TorchRNNCell",
 ]

@@ -994,8 +994,27 @@ class PReLU(nnx.PReLU):
         return super().__call__(inputs)
 
 
-# -------------------------------------------------- re-exports of new layers ---
+# ------------------------------------ torch modules kept in modules of their own ---
 
 from ._nnx_more import EmbeddingBag, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
+from ._nnx_recurrent import (  # noqa: E402
+    GRU,
+    LSTM,
+    SimpleRNN,
+    TorchGRUCell,
+    TorchLSTMCell,
+    TorchRNNCell,
+)
 
-__all__ += ["EmbeddingBag", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
+__all__ += [
+    "EmbeddingBag",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "TorchLSTMCell",
+    "TorchGRUCell",
+    "TorchRNNCell",
+]

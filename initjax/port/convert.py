@@ -209,7 +209,7 @@ def _port(
     key: jax.Array | None,
     allow_lossy_cast: bool,
 ) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
-    paths = torch_paths(state, target.flavor, rename)
+    paths = torch_paths(state, target.flavor, rename, stacks=target.stacks)
     by_path = {path: k for k, path in paths.items()}
     consumed: set[str] = set()
     missing, mismatched, lossy, ignored = [], [], [], []
@@ -454,7 +454,8 @@ def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Ren
         raise ValueError("rename can only be inverted given torch_keys (the torch key names)")
     names = None
     if torch_keys is not None:
-        names = {path: k for k, path in torch_paths(torch_keys, target.flavor, rename).items()}
+        paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
+        names = {path: k for k, path in paths.items()}
     plan: list[_Out] = []
     unknown, produced = [], set()
     for layer in target.layers:
@@ -542,7 +543,8 @@ def linen_to_torch(
     come back in ``bias_ih`` with ``bias_hh`` zero: the same function.
     ``num_batches_tracked`` is produced only by BatchNorm layers that keep the
     counter (``momentum=None`` or ``track_num_batches=True``, as int32; torch
-    casts it on load); otherwise torch fills it in on load. Arrays keep the Flax dtypes; write them with :func:`save_safetensors`.
+    casts it on load); otherwise torch fills it in on load. Arrays keep the
+    Flax dtypes; write them with :func:`save_safetensors`.
     """
     target = _targets.linen_target(variables, layers, rules)
     return _export(target, torch_keys, rename)

@@ -19,6 +19,7 @@ import jax
 
 from . import rules as R
 from .names import Flavor
+from .recurrent import torch_recurrent
 
 __all__ = ["RuleFactory", "linen_layers", "linen_rules", "nnx_rules", "Layer", "Target"]
 
@@ -109,6 +110,12 @@ def _embed(m) -> R.Rule:
     return R.Embed(getattr(m, "padding_idx", None))
 
 
+def _torch_recurrent_types(flavor) -> tuple[type, ...]:
+    """initjax's torch-shaped recurrent modules in ``flavor`` (``initjax.linen``/``.nnx``)."""
+    names = ("LSTM", "GRU", "SimpleRNN", "TorchLSTMCell", "TorchGRUCell", "TorchRNNCell")
+    return tuple(getattr(flavor, n) for n in names)
+
+
 def linen_rules() -> dict[type, RuleFactory]:
     """The default rule of each ``flax.linen`` (and :mod:`initjax.linen`) layer type."""
     import flax.linen as nn
@@ -138,6 +145,7 @@ def linen_rules() -> dict[type, RuleFactory]:
         nn.OptimizedLSTMCell: _LINEN_LSTM,
         nn.GRUCell: _LINEN_GRU,
         nn.MultiHeadDotProductAttention: R.MultiHeadAttention(),
+        **dict.fromkeys(_torch_recurrent_types(ijl), torch_recurrent),
     }
 
 
@@ -171,6 +179,7 @@ def nnx_rules() -> dict[type, RuleFactory]:
         nnx.GRUCell: _NNX_GRU,
         ijx.GRUCell: _INITJAX_NNX_GRU,
         nnx.MultiHeadAttention: R.MultiHeadAttention(),
+        **dict.fromkeys(_torch_recurrent_types(ijx), torch_recurrent),
     }
 
 
@@ -236,6 +245,11 @@ class Target:
     leaves: dict[tuple[str, ...], Any]
     orphans: dict[tuple[str, ...], str]
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def stacks(self) -> tuple[Path, ...]:
+        """Paths of the layers whose rule reads torch's stacked recurrent keys as they are."""
+        return tuple(layer.path for layer in self.layers if layer.rule.stacked_keys)
 
 
 def build_target(

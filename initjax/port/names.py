@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Literal
 
 __all__ = ["Rename", "Flavor", "make_rename", "torch_paths", "default_torch_key"]
@@ -71,21 +71,28 @@ def make_rename(rename: Rename) -> Callable[[str], str]:
     return subs
 
 
-def _unstack(keys: Iterable[str]) -> dict[str, str]:
-    """Per-cell names for stacked recurrent keys (others map to themselves)."""
+def _unstack(keys: Iterable[str], flavor: Flavor, stacks: Collection[Path]) -> dict[str, str]:
+    """Per-cell names for stacked recurrent keys (others map to themselves); keys of a
+    module whose Flax path is in ``stacks`` keep their names."""
     keys = list(keys)
+    stacks = set(stacks)
+
+    def kept(m: re.Match[str]) -> bool:
+        mod = () if m["mod"] is None else _dotted_to_path(m["mod"], flavor)
+        return mod in stacks
+
     layers: dict[str | None, set[int]] = defaultdict(set)
     bidirectional: set[str | None] = set()
     for key in keys:
         m = _STACKED.match(key)
-        if m:
+        if m and not kept(m):
             layers[m["mod"]].add(int(m["k"]))
             if m["rev"]:
                 bidirectional.add(m["mod"])
     out = {}
     for key in keys:
         m = _STACKED.match(key)
-        if m is None:
+        if m is None or kept(m):
             out[key] = key
             continue
         parts = [] if m["mod"] is None else [m["mod"]]
@@ -111,8 +118,15 @@ def _dotted_to_path(key: str, flavor: Flavor) -> Path:
     return tuple(out)
 
 
-def torch_paths(keys: Iterable[str], flavor: Flavor, rename: Rename = None) -> dict[str, Path]:
+def torch_paths(
+    keys: Iterable[str], flavor: Flavor, rename: Rename = None, *, stacks: Collection[Path] = ()
+) -> dict[str, Path]:
     """The Flax-style path of every torch key (see the module docstring).
+
+    ``stacks``: Flax paths of modules that hold a torch recurrent stack under
+    torch's own names (initjax's ``LSTM``/``GRU``/``SimpleRNN``); their
+    stacked keys are not split into cells: ``rnn.weight_ih_l1_reverse`` ->
+    ``rnn/weight_ih_l1_reverse``.
 
     Raises:
       ValueError: two keys that land on the same path.
@@ -120,7 +134,7 @@ def torch_paths(keys: Iterable[str], flavor: Flavor, rename: Rename = None) -> d
     fn = make_rename(rename)
     keys = list(keys)
     renamed = {key: fn(key) for key in keys}
-    cells = _unstack(v for v in renamed.values() if "/" not in v)
+    cells = _unstack((v for v in renamed.values() if "/" not in v), flavor, stacks)
     paths, seen = {}, {}
     for key, new in renamed.items():
         path = tuple(new.split("/")) if "/" in new else _dotted_to_path(cells[new], flavor)

@@ -31,6 +31,7 @@ import numpy as np
 from jax.nn.initializers import Initializer
 
 from .. import defaults, init
+from .._recurrent import GRU_GATES, LSTM_GATES
 
 __all__ = [
     "Spec",
@@ -83,6 +84,10 @@ class Rule:
     #: False: the rule owns every variable below its layer (sublayers included);
     #: True: only the layer's own variables, sublayers keeping their own rules.
     own_only: bool = False
+    #: True: torch's stacked recurrent keys of this layer (``weight_ih_l0``,
+    #: ``bias_hh_l1_reverse``, ...) keep their names; False: they are read per
+    #: cell (see :mod:`initjax.port.names`).
+    stacked_keys: bool = False
 
     def specs(self, target: Mapping[Var, tuple[int, ...]]) -> dict[Var, Spec]:
         """A :class:`Spec` for each of the layer's Flax variables (given by shape)."""
@@ -472,10 +477,6 @@ class PReLU(Rule):
 
 
 # -------------------------------------------------------------- recurrent ---
-
-#: torch's gate order in weight_ih/weight_hh rows.
-LSTM_GATES = ("i", "f", "g", "o")
-GRU_GATES = ("r", "z", "n")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from .. import defaults
 from .._targets import COLLECTIONS, linen_target, nnx_target
 from ..port import layers as _layers
 from ..port import rules as R
+from ..port.recurrent import TorchRecurrent
 from . import modules, walk
 from .generator import TorchGenerator
 from .init import xavier_uniform_
@@ -101,6 +102,20 @@ def draw_layer(
         mode = _GATES_TO_MODE[gates_h // hidden]
         return modules.recurrent(
             gen, mode, input_size, hidden, bias="bias_ih" in shapes, cell=True, dtype=dt
+        )
+    if isinstance(rule, TorchRecurrent):  # initjax's nn.RNN/LSTM/GRU and Torch*Cell
+        s = rule.spec
+        return modules.recurrent(
+            gen,
+            s.mode,
+            s.input_size,
+            s.hidden_size,
+            s.num_layers,
+            s.bias,
+            s.bidirectional,
+            s.proj_size,
+            cell=s.cell,
+            dtype=dt,
         )
     if isinstance(rule, R.MultiHeadAttention):
         e = shapes["out_proj.weight"][0]
