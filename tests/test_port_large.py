@@ -304,3 +304,27 @@ def test_staged_and_direct_reads_agree(tmp_path, monkeypatch):
         tensor = port.open_checkpoint(tmp_path / "w.safetensors")["w"]
         for box in boxes:
             np.testing.assert_array_equal(tensor.read(box), w[tuple(slice(*b) for b in box)])
+
+
+def test_zero_dim_tensors_keep_their_shape(tmp_path):
+    """A BatchNorm counter (0-d in torch) stays 0-d through a checkpoint and a port."""
+    from flax import nnx
+
+    import initjax as ij
+
+    torch_bn = torch.nn.BatchNorm1d(3, momentum=None)
+    torch_bn(torch.randn(4, 3))
+    port.save_checkpoint(tmp_path, {"num_batches_tracked": np.array(5, np.int64)})
+    back = port.open_checkpoint(tmp_path)
+    assert back["num_batches_tracked"].shape == ()
+    assert np.asarray(back["num_batches_tracked"].read()).shape == ()
+    assert port.load_state_dict(tmp_path)["num_batches_tracked"].shape == ()
+
+    flax_bn = ij.nnx.BatchNorm(3, momentum=None, rngs=nnx.Rngs(0))
+    port.torch_to_nnx(torch_bn.state_dict(), flax_bn)
+    assert flax_bn.num_batches_tracked[...].shape == ()
+    assert int(flax_bn.num_batches_tracked[...]) == 1
+    port.nnx_to_checkpoint(tmp_path / "bn", flax_bn)
+    reread = torch.nn.BatchNorm1d(3, momentum=None)
+    reread.load_state_dict(port.to_torch_tensors(port.load_state_dict(tmp_path / "bn")))
+    assert int(reread.num_batches_tracked) == 1

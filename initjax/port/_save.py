@@ -99,7 +99,7 @@ def _write_file(
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
         for name, shape, dtype in order:
-            value = np.ascontiguousarray(produce(name))
+            value = np.asarray(produce(name), order="C")  # 0-d stays 0-d
             if value.shape != tuple(shape) or value.dtype != np.dtype(dtype):
                 raise ValueError(
                     f"tensor {name!r} came out {value.shape} {value.dtype}, "

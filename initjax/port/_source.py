@@ -172,7 +172,10 @@ def load_state_dict(source: Source) -> StateDict:
       restricted unpickler refuses raises :class:`UnsafeCheckpointError` and is
       never executed;
     - a mapping of names to torch tensors, numpy arrays or JAX arrays (e.g.
-      ``torch_model.state_dict()``).
+      ``torch_model.state_dict()``);
+    - a checkpoint of several files: a directory or an index file
+      (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``), as
+      :func:`~initjax.port.open_checkpoint` reads them; every tensor is read.
 
     bfloat16 and float8 tensors become ``ml_dtypes`` arrays; values are not
     cast. The result shares memory with the source where it can. A sparse or
@@ -184,6 +187,10 @@ def load_state_dict(source: Source) -> StateDict:
         raise TypeError(
             f"source must be a path or a state_dict mapping, got {type(source).__name__}"
         )
+    if os.path.isdir(source) or os.fspath(source).endswith(".index.json"):
+        from ._checkpoint import open_checkpoint  # it reads single files through here
+
+        return {key: np.asarray(t.read()) for key, t in open_checkpoint(source).items()}
     if _is_safetensors(source):
         return load_safetensors(source)
     return _load_pickle(source)

@@ -111,7 +111,8 @@ def place(
                 return value
         if whole is None:
             whole = _whole(spec, tensors, dtype, shape, where)
-        return np.ascontiguousarray(whole[tuple(slice(lo, hi) for lo, hi in box)])
+        # np.asarray keeps 0-d values 0-d (np.ascontiguousarray would make them 1-d)
+        return np.asarray(whole[tuple(slice(lo, hi) for lo, hi in box)], order="C")
 
     if sharding is None:
         return jax.device_put(part(tuple((0, d) for d in shape)))  # uncommitted, as jnp.asarray

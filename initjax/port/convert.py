@@ -133,7 +133,7 @@ def _fits(tensor: Any, dst: Any) -> bool:
     dst = np.dtype(dst)
     if not (np.issubdtype(tensor.dtype, np.integer) and np.issubdtype(dst, np.integer)):
         return False
-    value = np.asarray(tensor)
+    value = np.asarray(tensor.read())
     info = np.iinfo(dst)
     return value.size == 0 or bool(info.min <= value.min() and value.max() <= info.max)
 
