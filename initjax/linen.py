@@ -728,3 +728,6 @@ class PReLU(nn.PReLU):
     """
 
     negative_slope_init: float = PRELU_INIT
+
+
+from ._transformer_linen import *  # noqa: E402, F403  (torch's attention and Transformer)

@@ -889,3 +889,6 @@ class PReLU(nnx.PReLU):
 
     def __init__(self, negative_slope_init: float = PRELU_INIT, **kwargs: Any):
         super().__init__(negative_slope_init, **kwargs)
+
+
+from ._transformer_nnx import *  # noqa: E402, F403  (torch's attention and Transformer)

@@ -133,6 +133,7 @@ def linen_rules() -> dict[type, RuleFactory]:
         nn.OptimizedLSTMCell: _LINEN_LSTM,
         nn.GRUCell: _LINEN_GRU,
         nn.MultiHeadDotProductAttention: R.MultiHeadAttention(),
+        ijl.TorchMultiheadAttention: R.TorchMultiheadAttention(),
     }
 
 
@@ -162,6 +163,7 @@ def nnx_rules() -> dict[type, RuleFactory]:
         nnx.GRUCell: _NNX_GRU,
         ijx.GRUCell: _INITJAX_NNX_GRU,
         nnx.MultiHeadAttention: R.MultiHeadAttention(),
+        ijx.TorchMultiheadAttention: R.TorchMultiheadAttention(),
     }
 
 
