@@ -731,3 +731,6 @@ class PReLU(nn.PReLU):
 
 
 from ._transformer_linen import *  # noqa: E402, F403  (torch's attention and Transformer)
+from ._transformer_linen import __all__ as _torch_modules  # noqa: E402
+
+__all__ += _torch_modules

@@ -892,3 +892,6 @@ class PReLU(nnx.PReLU):
 
 
 from ._transformer_nnx import *  # noqa: E402, F403  (torch's attention and Transformer)
+from ._transformer_nnx import __all__ as _torch_modules  # noqa: E402
+
+__all__ += _torch_modules
