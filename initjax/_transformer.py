@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.nn.initializers import Initializer
 
 from . import init
@@ -197,11 +198,13 @@ def _pad_last(x: Array | None) -> Array | None:
 
 
 def _safe_softmax(x: Array) -> Array:
-    """Softmax with zero weights (and zero gradients) for rows that are all ``-inf``:
-    ``scaled_dot_product_attention``'s ``_safe_softmax``."""
-    dead = jnp.all(x == -jnp.inf, axis=-1, keepdims=True)
-    w = jax.nn.softmax(jnp.where(dead, 0.0, x), axis=-1)
-    return jnp.where(dead, 0.0, w)
+    """Softmax with zero weights (and finite gradients) for rows that are all ``-inf``:
+    ``scaled_dot_product_attention``'s ``_safe_softmax``. One max, exp and sum, as a
+    plain softmax: a dead row's max is ``-inf``, shifted by 0 instead, its sum is 0."""
+    top = lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    e = jnp.exp(x - jnp.where(top == -jnp.inf, 0.0, top))
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    return e / jnp.where(total == 0, 1.0, total)
 
 
 # -------------------------------------------------------------- attention ---
@@ -271,15 +274,14 @@ def multihead_attention(
     if not batched:
         query, key, value = query[:, None], key[:, None], value[:, None]
         kpm = None if kpm is None else kpm[None]  # a 3-D attn_mask is (H, L, S): N = 1
-    elif cfg.batch_first:
-        query, key, value = (jnp.swapaxes(x, 0, 1) for x in (query, key, value))
-    # internal layout: (L, N, E), as torch's
-    tgt_len, bsz, _ = query.shape
-    src_len = key.shape[0]
+    # the inputs' layout, read by the einsums (no transposes): (N, L, E) or (L, N, E)
+    io = "nle" if batched and cfg.batch_first else "lne"
+    tgt_len, bsz = (query.shape[1], query.shape[0]) if io == "nle" else query.shape[:2]
+    src_len = key.shape[io.index("l")]
     h, d = cfg.num_heads, cfg.head_dim
 
     def project(x, name):
-        y = jnp.einsum("lne,ehd->nlhd", x, params[name]["kernel"])
+        y = jnp.einsum(f"{io},ehd->nlhd", x, params[name]["kernel"])
         return y + params[name]["bias"] if "bias" in params[name] else y
 
     q, k, v = project(query, "query"), project(key, "key"), project(value, "value")
@@ -338,14 +340,12 @@ def multihead_attention(
     if dropout is not None:
         weights = dropout(weights)
     attn = jnp.einsum("nhls,nshd->nlhd", weights, v)
-    out = jnp.einsum("nlhd,hde->lne", attn, params["out"]["kernel"])
+    out = jnp.einsum(f"nlhd,hde->{io}", attn, params["out"]["kernel"])
     if "bias" in params["out"]:
         out = out + params["out"]["bias"]
 
     if not batched:
         out = out[:, 0]
-    elif cfg.batch_first:
-        out = jnp.swapaxes(out, 0, 1)
     if not need_weights:
         return out, None
     if average_attn_weights:
