@@ -829,6 +829,15 @@ from ._linen_recurrent import (  # noqa: E402
     TorchLSTMCell,
     TorchRNNCell,
 )
+from ._linen_transformer import (  # noqa: E402
+    TorchMultiheadAttention,
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    generate_square_subsequent_mask,
+)
 
 __all__ += [
     "EmbeddingBag",
@@ -842,4 +851,11 @@ __all__ += [
     "TorchLSTMCell",
     "TorchGRUCell",
     "TorchRNNCell",
+    "TorchMultiheadAttention",
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "generate_square_subsequent_mask",
 ]

@@ -1005,6 +1005,15 @@ from ._nnx_recurrent import (  # noqa: E402
     TorchLSTMCell,
     TorchRNNCell,
 )
+from ._nnx_transformer import (  # noqa: E402
+    TorchMultiheadAttention,
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    generate_square_subsequent_mask,
+)
 
 __all__ += [
     "EmbeddingBag",
@@ -1017,4 +1026,11 @@ __all__ += [
     "TorchLSTMCell",
     "TorchGRUCell",
     "TorchRNNCell",
+    "TorchMultiheadAttention",
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "generate_square_subsequent_mask",
 ]

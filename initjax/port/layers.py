@@ -146,6 +146,7 @@ def linen_rules() -> dict[type, RuleFactory]:
         nn.GRUCell: _LINEN_GRU,
         nn.MultiHeadDotProductAttention: R.MultiHeadAttention(),
         **dict.fromkeys(_torch_recurrent_types(ijl), torch_recurrent),
+        ijl.TorchMultiheadAttention: R.TorchMultiheadAttention(),
     }
 
 
@@ -180,6 +181,7 @@ def nnx_rules() -> dict[type, RuleFactory]:
         ijx.GRUCell: _INITJAX_NNX_GRU,
         nnx.MultiHeadAttention: R.MultiHeadAttention(),
         **dict.fromkeys(_torch_recurrent_types(ijx), torch_recurrent),
+        ijx.TorchMultiheadAttention: R.TorchMultiheadAttention(),
     }
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "Bilinear",
     "GatedCell",
     "MultiHeadAttention",
+    "TorchMultiheadAttention",
     "AsIs",
     "NotRepresentable",
     "LSTM_GATES",
@@ -709,6 +710,35 @@ class MultiHeadAttention(Rule):
         if (P, "out", "bias") in leaves:
             out["out_proj.bias"] = leaves[(P, "out", "bias")]
         return out
+
+
+@dataclass(frozen=True)
+class TorchMultiheadAttention(MultiHeadAttention):
+    """``torch.nn.MultiheadAttention`` <-> ``initjax.linen/nnx.TorchMultiheadAttention``.
+
+    As :class:`MultiHeadAttention` (same Flax names and layouts), plus torch's
+    ``add_bias_kv`` parameters: ``bias_k/bias_v (heads, head_dim)`` = torch's
+    ``(1, 1, E)`` reshaped.
+    """
+
+    def specs(self, target):
+        out = super().specs(target)
+        e = _mha_dims(target)[2]
+        for name in ("bias_k", "bias_v"):
+            if _has(target, P, name):
+                out[(P, name)] = Spec((name,), _reshaped, defaults.mha_bias_kv(e))
+        return out
+
+    def to_torch(self, leaves):
+        out = super().to_torch(leaves)
+        for name in ("bias_k", "bias_v"):
+            if (P, name) in leaves:
+                out[name] = jnp.reshape(leaves[(P, name)], (1, 1, -1))
+        return out
+
+
+def _reshaped(x, *, shape):
+    return x.reshape(shape)
 
 
 def _rows_t(start: int, stop: int | None) -> Layout:

@@ -130,7 +130,7 @@ def draw_layer(
             e,
             1,  # the head count does not enter the initialization
             "in_proj_bias" in shapes,
-            add_bias_kv,
+            add_bias_kv or "bias_k" in shapes,  # TorchMultiheadAttention holds them
             kdim=None if fused else shapes["k_proj_weight"][1],
             vdim=None if fused else shapes["v_proj_weight"][1],
             dtype=dt,
@@ -306,6 +306,37 @@ def _replay(
     return values
 
 
+def _implied(modules: Mapping[Path, Any]) -> tuple[dict[str, str], list[str]]:
+    """``copies`` and ``xavier_after`` that initjax's torch Transformer modules imply.
+
+    A ``TransformerEncoder``/``Decoder`` deep-copies its first layer; an
+    ``nn.Transformer`` (or a stack of ``xavier_weights`` layers outside one)
+    then re-draws xavier_uniform_ on every >1-D parameter.
+    """
+    from .. import linen as ijl
+    from .. import nnx as ijx
+
+    stacks = (ijl.TransformerEncoder, ijl.TransformerDecoder)
+    nnx_stacks = (ijx.TransformerEncoder, ijx.TransformerDecoder)
+    roots = [p for p, m in modules.items() if isinstance(m, (ijl.Transformer, ijx.Transformer))]
+    copies: dict[str, str] = {}
+    xavier = [".".join(p) for p in roots]
+    for path, m in modules.items():
+        if not isinstance(m, stacks + nnx_stacks):
+            continue
+        linen = isinstance(m, stacks)
+        names = [f"layers_{i}" if linen else f"layers.{i}" for i in range(m.num_layers)]
+        for name in names[1:]:
+            copies[".".join((*path, name))] = ".".join((*path, names[0]))
+        first = next(
+            (getattr(m, f) for f in ("encoder_layer", "decoder_layer") if hasattr(m, f)), None
+        )
+        layer = m.layers[0] if first is None else first  # linen: the field it clones
+        if layer.xavier_weights and not any(_within(path, r) for r in roots):
+            xavier.append(".".join(path))
+    return copies, xavier
+
+
 def _nnx_modules(model: Any) -> dict[Path, Any]:
     from flax import nnx
 
@@ -405,6 +436,8 @@ def torch_init(
     after = None
     if post_init is not None:
         after = _post_pass(model, post_init, gen, order, walk_order)
+    implied, redrawn = _implied(_nnx_modules(model))
+    copies, xavier_after = {**implied, **(copies or {})}, [*redrawn, *xavier_after]
     values = _replay(
         target,
         draw_order,
@@ -470,6 +503,8 @@ def torch_variables(
     abstract = jax.eval_shape(lambda key: model.init(key, *args, **kwargs), jax.random.key(0))
     target = linen_target(abstract, layers, rules)
     order = [tuple(p) for p in layers]
+    implied, redrawn = _implied({tuple(p): m for p, m in layers.items()})
+    copies, xavier_after = {**implied, **(copies or {})}, [*redrawn, *xavier_after]
     values = _replay(
         target,
         order,
