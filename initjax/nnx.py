@@ -506,7 +506,8 @@ class Embed(nnx.Embed):
             if out_sharding is None:
                 y = rows(promoted, inputs)
             else:
-                y = jax.sharding.auto_axes(rows, out_sharding=out_sharding)(promoted, inputs)
+                # auto_axes's stub types the wrapped function as taking one argument
+                y = jax.sharding.auto_axes(rows, out_sharding=out_sharding)(promoted, inputs)  # pyright: ignore[reportCallIssue]
             if self.max_norm is not None:
                 renormed = embedding_renorm(table, inputs, self.max_norm, self.norm_type)
                 self.embedding[...] = lax.stop_gradient(renormed)
