@@ -35,6 +35,7 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 __all__ = ["fast_key", "threefry_bits"]
 
@@ -63,7 +64,9 @@ def _rotl(x: Array, d: int) -> Array:
     )
 
 
-def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
+def _threefry2x32(
+    k0: ArrayLike, k1: ArrayLike, x0: ArrayLike, x1: ArrayLike
+) -> tuple[Array, Array]:
     """The Threefry-2x32 block cipher, 20 rounds, on counter words ``(x0, x1)``."""
     ks = (k0, k1, _xor(_xor(k0, k1), _PARITY))
     x0, x1 = _add(x0, ks[0]), _add(x1, ks[1])
