@@ -16,7 +16,17 @@ Prints markdown tables:
    (``--xla_force_host_platform_device_count=8``, a subprocess): bytes each
    device holds and generates, against the whole model.
 
+``--first-init`` prints only the time to first parameters instead: for each
+row a fresh process (several rounds, interleaved, medians), its first init
+split into JAX's stages as ``jax.monitoring`` reports them (tracing, lowering
+to StableHLO, XLA compile, and the rest: running the programs and Python),
+then the same in a second process that finds a persistent compilation cache
+the first one filled, and the jitted compile time against model depth.
+``--before PATH`` adds rows for another initjax checkout (e.g. main) run by the
+same children, side by side.
+
     python benchmarks/bench_model.py
+    python benchmarks/bench_model.py --first-init --before /work/main
 """
 
 from __future__ import annotations
@@ -211,6 +221,134 @@ def model_size_table() -> str:
     return H.markdown(header, rows)
 
 
+# --------------------------------------------------------- first init: stages ---
+
+# jax.monitoring's duration events for the stages of a first call, and our names for them.
+STAGES = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+    "/jax/core/compile/backend_compile_duration": "compile",
+}
+
+
+def stages_child(variant: str, config: str) -> None:
+    """Runs in a fresh process: one first init, its stages and XLA compile count, as JSON."""
+    from gpt2 import CONFIGS, Config, TorchGPT2
+
+    cfg = CONFIGS.get(config) or Config(layers=int(config.removeprefix("depth")))
+    if variant == "torch":
+        start = time.perf_counter()
+        TorchGPT2(cfg)
+        print(json.dumps({"first_s": time.perf_counter() - start}))
+        return
+    import jax
+    import jax.numpy as jnp
+
+    totals = dict.fromkeys(STAGES.values(), 0.0)
+    counts = {"compiles": 0}
+
+    def listener(event: str, duration: float, **kwargs) -> None:
+        if event in STAGES:
+            totals[STAGES[event]] += duration
+            counts["compiles"] += event.endswith("backend_compile_duration")
+
+    jnp.zeros(()).block_until_ready()  # start the backend first, as the other children do
+    fn, key = init_fn(variant, cfg), jax.random.key(0)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    start = time.perf_counter()
+    jax.block_until_ready(fn(key))
+    first = time.perf_counter() - start
+    print(json.dumps({"first_s": first, **totals, **counts}))
+
+
+def _cache_env(cache_dir: str) -> dict:
+    """JAX's persistent compilation cache in ``cache_dir``, for every program however small."""
+    return {
+        "JAX_COMPILATION_CACHE_DIR": cache_dir,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
+def _roots(before: str | None) -> dict[str, str]:
+    """Row suffix -> the initjax checkout its children import: this one, and ``before``."""
+    here = {"": str(HERE.parent)}
+    return here if before is None else {**here, " (before)": before}
+
+
+def first_init_stages_table(before: str | None, rounds: int, config: str = "small") -> str:
+    """Fresh-process first init per row, medians over interleaved rounds, with stages."""
+    import statistics
+    import tempfile
+
+    import _harness as H
+
+    roots = _roots(before)
+    variants = ("nnx-eager", "linen-eager", "nnx", "linen")
+    rows: dict[str, list[dict]] = {"torch": []}
+    for suffix in roots:
+        for v in variants:
+            rows[v + suffix] = []
+            rows[v + suffix + ", 2nd process, cache"] = []
+    for _ in range(rounds):
+        rows["torch"].append(_child(["--stages-child", "torch", config]))
+        for suffix, root in roots.items():
+            env = {"PYTHONPATH": root}
+            for v in variants:
+                rows[v + suffix].append(_child(["--stages-child", v, config], env))
+                with tempfile.TemporaryDirectory() as cache:
+                    cached = {**env, **_cache_env(cache)}
+                    _child(["--stages-child", v, config], cached)  # fills the cache
+                    rows[v + suffix + ", 2nd process, cache"].append(
+                        _child(["--stages-child", v, config], cached)
+                    )
+    med = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for name, runs in rows.items()
+        if runs
+    }
+    torch_s = med["torch"]["first_s"]
+    table = []
+    for name, m in med.items():
+        base = name.split(" ")[0].rstrip(",")
+        label = LABELS[base] + name[len(base) :]
+        stages = [f"{m[k]:.2f}" if k in m else "-" for k in ("trace", "lower", "compile")]
+        rest = m["first_s"] - sum(m.get(k, 0.0) for k in ("trace", "lower", "compile"))
+        table.append(
+            [
+                label,
+                f"{m['first_s']:.2f}",
+                H.ratio(m["first_s"], torch_s),
+                *stages,
+                f"{rest:.2f}",
+                f"{m['compiles']:.0f}" if "compiles" in m else "-",
+            ]
+        )
+    header = ["init, fresh process", "first init s", "vs torch", "trace s", "lower s"]
+    header += ["compile s", "rest s", "XLA compiles"]
+    return H.markdown(header, table)
+
+
+def compile_growth_table(before: str | None, depths: tuple[int, ...]) -> str:
+    """Whole-model jit and eager first init against depth (GPT-2 small's width)."""
+    import _harness as H
+
+    roots = _roots(before)
+    rows = []
+    for depth in depths:
+        row = [str(depth)]
+        for root in roots.values():
+            env = {"PYTHONPATH": root}
+            for v in ("nnx", "nnx-eager"):
+                r = _child(["--stages-child", v, f"depth{depth}"], env)
+                row.append(f"{r['compile']:.2f} ({r['compiles']})")
+        rows.append(row)
+    header = ["layers"]
+    for suffix in roots:
+        header += [f"jit compile s (programs){suffix}", f"eager compile s (programs){suffix}"]
+    return H.markdown(header, rows)
+
+
 def _child(args: list[str], env: dict | None = None) -> dict:
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *args],
@@ -306,12 +444,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first-init-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--sharded-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stages-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--first-init", action="store_true", help="time to first parameters only")
+    parser.add_argument("--before", help="another initjax checkout to compare (--first-init)")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh-process rounds per row")
     args = parser.parse_args()
     if args.first_init_child:
         return first_init_child(*args.first_init_child)
     if args.sharded_child:
         return sharded_child()
+    if args.stages_child:
+        return stages_child(*args.stages_child)
     import _harness as H
+
+    if args.first_init:
+        print(f"Environment: {H.environment()}\n")
+        print("### First init of GPT-2 small in a fresh process, by stage (medians)\n")
+        print(first_init_stages_table(args.before, args.rounds))
+        print("\n### Jitted and eager first-init compile time against depth (width 768)\n")
+        print(compile_growth_table(args.before, (3, 6, 12)))
+        return None
 
     print(f"Environment: {H.environment()}\n")
     table, res = time_table()

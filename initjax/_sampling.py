@@ -93,20 +93,28 @@ def _same_key(key: Array) -> Array:
 
 
 def _compiled(*static: str):
-    """``jax.jit`` with everything but the key static.
+    """``jax.jit`` of a sampler core: the shape, dtype, sharding and ``static`` are static.
 
-    Eager callers (nnx builds its parameters eagerly) then run one compiled
-    program per (shape, dtype, parameters) instead of dispatching, and
-    compiling, each primitive on its own: 5-10x faster for
-    ``truncated_normal``, and the same fused arithmetic a jitted caller gets.
+    The distribution's parameters (bounds, mean, std) are runtime operands, so
+    eager callers (nnx builds its parameters eagerly, linen's ``init`` runs its
+    layers eagerly) compile one program per (sampler, shape, dtype) however
+    many parameter sets use it, instead of dispatching, and compiling, each
+    primitive on its own. The parameters arrive already rounded to the dtype
+    the arithmetic uses, as Python floats would be, so the values are those of
+    the same code with the parameters written in as constants.
     """
-    # inline: inside a caller's trace the body joins the caller's program, so the
-    # caller's shardings reach it (each device then draws only its shard).
+    # inline: inside a caller's trace the body joins the caller's program (its
+    # parameters become constants there), so the caller's shardings reach it
+    # and each device draws only its shard.
     names = ("shape", "dtype", *static, "out_sharding")
     return functools.partial(jax.jit, static_argnames=names, inline=True)
 
 
-@_compiled("low", "high")
+def _operands(dtype: np.dtype, *values: float) -> np.ndarray:
+    """``values`` as one host array of ``dtype``, each rounded once from float64."""
+    return np.asarray(values, np.float64).astype(dtype)
+
+
 def uniform(key: Array, shape, dtype, low: float, high: float, out_sharding: Sharding) -> Array:
     """U[low, high) drawn at float32/float64 precision, then rounded to ``dtype``.
 
@@ -114,19 +122,55 @@ def uniform(key: Array, shape, dtype, low: float, high: float, out_sharding: Sha
     ``low``, so every sample lies in [dtype(low), dtype(high)).
     """
     comp = compute_dtype(dtype)
+    return _uniform(
+        key,
+        _operands(comp, low, high),
+        _operands(dtype, low, high),
+        shape=shape,
+        dtype=dtype,
+        out_sharding=out_sharding,
+    )
+
+
+@_compiled()
+def _uniform(key: Array, bounds: Array, rounded: Array, *, shape, dtype, out_sharding) -> Array:
+    comp = compute_dtype(dtype)
+    low, high = bounds[0], bounds[1]
     x = jax.random.uniform(fast_key(key), shape, comp, low, high, out_sharding=out_sharding)
     if comp == dtype:
         return x
     y = x.astype(dtype)
-    return jnp.where(y == jnp.asarray(high, dtype), jnp.asarray(low, dtype), y)
+    return jnp.where(y == rounded[1], rounded[0], y)
 
 
-@_compiled("mean", "std")
 def normal(key: Array, shape, dtype, mean: float, std: float, out_sharding: Sharding) -> Array:
     """N(mean, std**2) drawn at float32/float64 precision, then rounded to ``dtype``."""
     comp = compute_dtype(dtype)
+    moments = _operands(comp, mean, std)
+    shift = "add" if mean != 0 else "none"
+    return _normal(key, moments, shape=shape, dtype=dtype, shift=shift, out_sharding=out_sharding)
+
+
+@_compiled("shift")
+def _normal(key: Array, moments: Array, *, shape, dtype, shift, out_sharding) -> Array:
+    comp = compute_dtype(dtype)
     z = jax.random.normal(fast_key(key), shape, comp, out_sharding=out_sharding)
-    return (z * std + mean).astype(dtype)
+    return _shifted(moments[0], z * moments[1], shift).astype(dtype)
+
+
+def _shifted(mean: Array, x: Array, shift: str) -> Array:
+    """``mean + x``, ``mean - x``, or ``x`` alone for a zero mean.
+
+    A zero mean is left out, not added: XLA drops ``x + 0.0`` when the zero is
+    a constant (the mean written into a caller's jitted program) but not when
+    it is an operand, and the two differ on ``-0.0``. Leaving it out makes
+    the eager and jitted programs agree bit for bit.
+    """
+    if shift == "add":
+        return mean + x
+    if shift == "sub":
+        return mean - x
+    return x
 
 
 def _ndtr(x: float) -> float:
@@ -146,7 +190,6 @@ def check_truncation(mean: float, std: float, a: float, b: float) -> None:
         )
 
 
-@_compiled("mean", "std", "a", "b")
 def truncated_normal(
     key: Array, shape, dtype, mean: float, std: float, a: float, b: float, out_sharding: Sharding
 ) -> Array:
@@ -155,22 +198,38 @@ def truncated_normal(
     The standardised interval is mapped to the lower half of the normal, where
     the CDF keeps full relative precision in float32, sampled by the inverse CDF
     (``ndtri``) of a uniform on the interval's probability mass, and mapped
-    back. Exact in distribution, including intervals far from the mean.
+    back. Exact in distribution, including intervals far from the mean. The
+    interval's CDF values are computed in float64 on the host.
     """
-    comp = compute_dtype(dtype)
     if a == b:
         return jnp.full(shape, a, dtype, out_sharding=out_sharding)
     lo, hi = (a - mean) / std, (b - mean) / std
-    flip = lo > 0
+    flip = lo > 0  # mapped to the lower half: z -> -z, so x = mean - std * z
     if flip:
         lo, hi = -hi, -lo
-    u = jax.random.uniform(
-        fast_key(key), shape, comp, _ndtr(lo), _ndtr(hi), out_sharding=out_sharding
+    comp = compute_dtype(dtype)
+    return _truncated_normal(
+        key,
+        _operands(comp, _ndtr(lo), _ndtr(hi), lo, hi, mean, std),
+        _operands(dtype, a, b),
+        shape=shape,
+        dtype=dtype,
+        shift="sub" if flip else "add" if mean != 0 else "none",
+        out_sharding=out_sharding,
     )
+
+
+@_compiled("shift")
+def _truncated_normal(
+    key: Array, params: Array, bounds: Array, *, shape, dtype, shift, out_sharding
+) -> Array:
+    comp = compute_dtype(dtype)
+    cdf_lo, cdf_hi, lo, hi, mean, std = (params[i] for i in range(6))
+    u = jax.random.uniform(fast_key(key), shape, comp, cdf_lo, cdf_hi, out_sharding=out_sharding)
     inv: Any = ndtri
     if out_sharding is not None:  # jax's ndtri builds an unsharded constant: use auto axes
         inv = jax.sharding.auto_axes(ndtri, out_sharding=out_sharding)
     z = jnp.clip(inv(jnp.maximum(u, jnp.finfo(comp).tiny)), lo, hi)
-    x = ((mean - std * z) if flip else (mean + std * z)).astype(dtype)
+    x = _shifted(mean, std * z, shift).astype(dtype)
     # Rounding can step over a bound: clamp to the bounds as rounded to dtype, as torch compares.
-    return jnp.clip(x, np.asarray(a).astype(dtype), np.asarray(b).astype(dtype))
+    return jnp.clip(x, bounds[0], bounds[1])

@@ -35,6 +35,7 @@ import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 __all__ = ["fast_key", "threefry_bits"]
 
@@ -51,20 +52,30 @@ _UINT = {
 }
 
 
+# The hash is written in lax primitives, not jax.numpy operators: the same ops,
+# but tracing them skips jax.numpy's argument checks and promotion, which made
+# up most of the time to trace and lower one sampler (it runs once per shape).
+_add, _xor = lax.add, lax.bitwise_xor
+
+
 def _rotl(x: Array, d: int) -> Array:
-    return lax.shift_left(x, np.uint32(d)) | lax.shift_right_logical(x, np.uint32(32 - d))
+    return lax.bitwise_or(
+        lax.shift_left(x, np.uint32(d)), lax.shift_right_logical(x, np.uint32(32 - d))
+    )
 
 
-def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
+def _threefry2x32(
+    k0: ArrayLike, k1: ArrayLike, x0: ArrayLike, x1: ArrayLike
+) -> tuple[Array, Array]:
     """The Threefry-2x32 block cipher, 20 rounds, on counter words ``(x0, x1)``."""
-    ks = (k0, k1, k0 ^ k1 ^ _PARITY)
-    x0, x1 = x0 + ks[0], x1 + ks[1]
+    ks = (k0, k1, _xor(_xor(k0, k1), _PARITY))
+    x0, x1 = _add(x0, ks[0]), _add(x1, ks[1])
     for step in range(5):
         for r in _ROTATIONS[step % 2]:
-            x0 = x0 + x1
-            x1 = x0 ^ _rotl(x1, r)
-        x0 = x0 + ks[(step + 1) % 3]
-        x1 = x1 + ks[(step + 2) % 3] + np.uint32(step + 1)
+            x0 = _add(x0, x1)
+            x1 = _xor(x0, _rotl(x1, r))
+        x0 = _add(x0, ks[(step + 1) % 3])
+        x1 = _add(x1, _add(ks[(step + 2) % 3], np.uint32(step + 1)))
     return x0, x1
 
 
@@ -80,8 +91,8 @@ def _flat_index(shape: tuple[int, ...]) -> Array:
     for axis in reversed(range(len(shape))):
         term = lax.broadcasted_iota(np.uint32, shape, axis)
         if stride != 1:
-            term = term * np.uint32(stride)
-        index = term if index is None else index + term
+            term = lax.mul(term, np.uint32(stride))
+        index = term if index is None else _add(index, term)
         stride *= shape[axis]
     assert index is not None  # shape is not empty
     return index
@@ -95,11 +106,12 @@ def threefry_bits(key_data: Array, bit_width: int, shape: tuple[int, ...]) -> Ar
     counter word is then zero); callers check both (:func:`_random_bits` does).
     """
     lo = _flat_index(shape)
-    w0, w1 = _threefry2x32(key_data[0], key_data[1], jnp.zeros((), np.uint32), lo)
+    k0, k1 = (lax.index_in_dim(key_data, i, keepdims=False) for i in (0, 1))
+    w0, w1 = _threefry2x32(k0, k1, np.uint32(0), lo)
     if bit_width == 64:
         u64 = _UINT[64]
         return lax.shift_left(w0.astype(u64), u64.type(32)) | w1.astype(u64)
-    bits = w0 ^ w1
+    bits = _xor(w0, w1)
     return bits if bit_width == 32 else bits.astype(_UINT[bit_width])
 
 
