@@ -14,7 +14,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -312,6 +312,26 @@ def save_safetensors(
     ):
         raise TypeError("safetensors metadata must map strings to strings")
 
+    write_safetensors(path, layouts, lambda name: tensors[name], metadata)
+
+
+def write_safetensors(
+    path: str | os.PathLike[str],
+    layouts: Mapping[str, tuple[np.dtype, tuple[int, ...]]],
+    produce: Callable[[str], Any],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """Write a ``.safetensors`` file whose tensors are made one at a time, as they are written.
+
+    ``layouts`` gives each tensor's (little-endian, storable) dtype and shape,
+    so the header is written first; ``produce(name)`` then returns each tensor
+    in file order (widest dtype first, then by name: every tensor aligned, as
+    the reference implementation lays them out), and it is dropped once
+    written. The write is atomic (:func:`initjax._atomic.atomic_write`).
+
+    Raises:
+      ValueError: a produced tensor whose shape or dtype is not its layout's.
+    """
     order = sorted(layouts, key=lambda k: (-layouts[k][0].itemsize, k))
     header: dict[str, object] = {}
     if metadata:
@@ -333,10 +353,14 @@ def save_safetensors(
         f.write(text)
         for name in order:
             dtype, shape = layouts[name]
-            arr = np.asarray(tensors[name], dtype, order="C")
-            if arr.shape != shape:
-                raise ValueError(f"tensor {name!r} changed shape while it was saved")
-            f.write(arr.reshape(-1).view(np.uint8).data)
+            value = produce(name)
+            arr = np.asarray(value, order="C")  # 0-d stays 0-d
+            if arr.shape != shape or arr.dtype.newbyteorder("<") != dtype:
+                raise ValueError(
+                    f"tensor {name!r} came out {arr.shape} {arr.dtype}, laid out as {shape} {dtype}"
+                )
+            f.write(np.asarray(arr, dtype).reshape(-1).view(np.uint8).data)
+            del value, arr
 
 
 def _layout(name: str, value: Any) -> tuple[np.dtype, tuple[int, ...]]:
@@ -346,6 +370,16 @@ def _layout(name: str, value: Any) -> tuple[np.dtype, tuple[int, ...]]:
     except (AttributeError, TypeError):  # a list, a scalar, a torch tensor, ...
         arr = np.asarray(value)
         dtype, shape = arr.dtype, arr.shape
+    return storable(name, dtype), shape
+
+
+def storable(name: str, dtype: Any) -> np.dtype:
+    """``dtype`` as tensor ``name`` is stored: little-endian, one of ``DTYPES``.
+
+    Raises:
+      TypeError: a dtype safetensors cannot store.
+    """
+    dtype = np.dtype(dtype)
     if dtype.byteorder == ">":
         dtype = dtype.newbyteorder("<")
     if dtype not in _NAMES:
@@ -353,4 +387,4 @@ def _layout(name: str, value: Any) -> tuple[np.dtype, tuple[int, ...]]:
             f"tensor {name!r} has dtype {dtype}, which safetensors cannot store; "
             f"allowed: {sorted(str(d) for d in _NAMES)}"
         )
-    return dtype, shape
+    return dtype

@@ -20,20 +20,18 @@ import json
 import math
 import os
 import re
-import struct
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .._atomic import atomic_write
-from ._safetensors import DTYPES
+from ._safetensors import storable, write_safetensors
 
 __all__ = ["save_checkpoint", "write_checkpoint", "parse_size", "Entry"]
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 _SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
-_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 _UNITS = {
     "": 1,
     "B": 1,
@@ -65,48 +63,14 @@ def parse_size(size: int | str) -> int:
     return size
 
 
-def _dtype_name(name: str, dtype: np.dtype) -> str:
-    dtype = np.dtype(dtype)
-    if dtype not in _NAMES:
-        raise TypeError(
-            f"tensor {name!r} has dtype {dtype}, which safetensors cannot store; "
-            f"allowed: {sorted(str(d) for d in _NAMES)}"
-        )
-    return _NAMES[dtype]
-
-
 def _write_file(
     path: str,
     entries: Sequence[Entry],
     produce: Callable[[str], np.ndarray],
     metadata: Mapping[str, str],
 ) -> None:
-    # widest dtype first, then by name: every tensor aligned, as the reference writes
-    order = sorted(entries, key=lambda e: (-np.dtype(e[2]).itemsize, e[0]))
-    header: dict[str, object] = {"__metadata__": dict(metadata)}
-    offset = 0
-    for name, shape, dtype in order:
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-        header[name] = {
-            "dtype": _dtype_name(name, dtype),
-            "shape": list(shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
-    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with atomic_write(path) as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for name, shape, dtype in order:
-            value = np.asarray(produce(name), order="C")  # 0-d stays 0-d
-            if value.shape != tuple(shape) or value.dtype != np.dtype(dtype):
-                raise ValueError(
-                    f"tensor {name!r} came out {value.shape} {value.dtype}, "
-                    f"planned as {tuple(shape)} {np.dtype(dtype)}"
-                )
-            f.write(value.reshape(-1).view(np.uint8).data)
-            del value
+    layouts = {name: (storable(name, dtype), tuple(shape)) for name, shape, dtype in entries}
+    write_safetensors(path, layouts, produce, metadata)
 
 
 def write_checkpoint(
@@ -127,7 +91,7 @@ def write_checkpoint(
     if twice or not all(isinstance(n, str) and n != "__metadata__" for n in names):
         raise ValueError(f"tensor names must be distinct strings; repeated: {twice}")
     for name, _, dtype in entries:
-        _dtype_name(name, dtype)
+        storable(name, dtype)
     files: list[list[Entry]] = [[]]
     size = 0
     for entry in entries:
