@@ -165,3 +165,21 @@ def test_pickle_that_is_not_weights_only_is_refused(tmp_path, writer):
     with pytest.raises(port.UnsafeCheckpointError):
         port.torch_to_linen(path, {"params": {}}, {})
     assert not marker.exists(), "unpickling ran code"
+
+
+def test_ported_values_do_not_alias_torch_memory():
+    """In-place updates of the torch module after a port leave the Flax values alone."""
+    from flax import nnx
+
+    import initjax as ij
+
+    torch_bn, torch_fc = torch.nn.BatchNorm1d(4), torch.nn.Linear(3, 2)
+    flax_bn, flax_fc = ij.nnx.BatchNorm(4, rngs=nnx.Rngs(0)), ij.nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    port.torch_to_nnx(torch_bn.state_dict(), flax_bn)
+    port.torch_to_nnx(torch_fc.state_dict(), flax_fc)
+    kernel = torch_fc.weight.detach().numpy().T.copy()
+    with torch.no_grad():
+        torch_bn.running_var.fill_(7.0)
+        torch_fc.weight.fill_(5.0)
+    np.testing.assert_array_equal(np.asarray(flax_bn.var[...]), np.ones(4, np.float32))
+    np.testing.assert_array_equal(np.asarray(flax_fc.kernel[...]), kernel)
