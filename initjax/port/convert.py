@@ -141,10 +141,6 @@ def _fits(tensor: Any, dst: Any) -> bool:
 # ------------------------------------------------------------------ rules ---
 
 
-def _abstract(leaves: Mapping[tuple[str, ...], Any]) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
-    return {v: jax.ShapeDtypeStruct(tuple(x.shape), x.dtype) for v, x in leaves.items()}
-
-
 @functools.lru_cache(maxsize=1024)
 def _expected_cached(rule: R.Rule, signature: tuple) -> tuple[tuple[str, tuple[int, ...]], ...]:
     leaves = {var: jax.ShapeDtypeStruct(shape, dtype) for var, shape, dtype in signature}
