@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtri
 
+from ._limits import warn_if_truncated
 from ._threefry import fast_key
 
 Array = jax.Array
@@ -42,6 +43,15 @@ def resolve_dtype(call: DType | None, default: DType | None, *, floating: bool) 
             "float16, bfloat16, float32 or float64 (float64 needs jax_enable_x64)"
         )
     return dtype
+
+
+def call_dtype(
+    call: DType | None, default: DType | None, who: str, *, floating: bool, stacklevel: int = 3
+) -> np.dtype:
+    """:func:`resolve_dtype` at an init call, warning first (as ``jax.random`` does) when
+    the dtype asked for is 64-bit and x64 is off. ``stacklevel`` counts from this call."""
+    warn_if_truncated(call if call is not None else default, who, stacklevel=stacklevel + 1)
+    return resolve_dtype(call, default, floating=floating)
 
 
 def factory_dtype(dtype: DType | None, *, floating: bool = True) -> DType | None:

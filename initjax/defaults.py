@@ -156,8 +156,7 @@ def conv_transpose_kernel(
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
         shape = canonical_shape(shape)
-        L.warn_if_truncated(dtype if dtype is not None else default, "conv_transpose_kernel")
-        dtype = S.resolve_dtype(dtype, default, floating=True)
+        dtype = S.call_dtype(dtype, default, "conv_transpose_kernel", floating=True)
         if math.prod(shape) == 0:
             return S.empty(shape, dtype, out_sharding)
         _, fan_out = compute_fans(shape)
@@ -235,8 +234,7 @@ def rnn_bias(hidden_size: int, *, dtype: DTypeLike | None = None) -> Initializer
     default = S.factory_dtype(dtype)
 
     def init(key, shape, dtype=None, out_sharding=None) -> jax.Array:
-        L.warn_if_truncated(dtype if dtype is not None else default, "rnn_bias")
-        dtype = S.resolve_dtype(dtype, default, floating=True)
+        dtype = S.call_dtype(dtype, default, "rnn_bias", floating=True)
         comp = S.compute_dtype(dtype)
         k_ih, k_hh = jax.random.split(key)
         total = one(k_ih, shape, comp, out_sharding) + one(k_hh, shape, comp, out_sharding)

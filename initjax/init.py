@@ -101,8 +101,9 @@ def _mode(mode: Any) -> str:
 
 
 def _prologue(shape, dtype, default, who: str, *, floating: bool = True):
-    L.warn_if_truncated(dtype if dtype is not None else default, who, stacklevel=4)
-    return canonical_shape(shape), S.resolve_dtype(dtype, default, floating=floating)
+    return canonical_shape(shape), S.call_dtype(
+        dtype, default, who, floating=floating, stacklevel=4
+    )
 
 
 def _check_now(default, check, *, floating: bool = True) -> None:
