@@ -31,6 +31,7 @@ import tempfile
 import time
 
 import numpy as np
+from _harness import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 SHAPES = {
     "input_layernorm": lambda w, h, kv: (w,),
@@ -146,14 +147,6 @@ def model_and_target(directory: str):
     return checkpoint, layers, target, rename
 
 
-def status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def measure(method: str, directory: str) -> dict:
     import jax
     from flax import traverse_util
@@ -167,9 +160,8 @@ def measure(method: str, directory: str) -> dict:
     from safetensors.torch import load_file
 
     jax.block_until_ready(jax.numpy.zeros(8))
-    before = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    before = rss_bytes()
+    reset_peak_rss()
     start = time.perf_counter()
     if method == "initjax":
         variables, _ = port.torch_to_linen(directory, target, layers, rename=rename)
@@ -190,7 +182,7 @@ def measure(method: str, directory: str) -> dict:
             del w, value
     jax.block_until_ready(leaves)
     seconds = time.perf_counter() - start
-    peak = status("VmHWM")
+    peak = peak_rss_bytes()
     result = sum(leaf.nbytes for leaf in leaves)
     return dict(seconds=seconds, above=(peak - before - result) / largest, largest=largest)
 
