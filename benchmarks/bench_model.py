@@ -54,19 +54,25 @@ LABELS = {
     "nnx-eager": "nnx, constructor eagerly",
     "linen-plain": "linen, `jax.jit(init)`, plain `jax.random`",
     "torch": "torch (module constructors)",
+    "linen-stacked": "linen, `jax.jit(init)`, stacked layers",
+    "nnx-stacked": "nnx, `jax.jit(constructor)`, stacked layers",
 }
 
 
 def init_fn(variant: str, cfg=None, shard_axis=None, **jit_kw):
-    """``key -> params`` for a JAX variant: jitted (traced lazily) or eager."""
+    """``key -> params`` for a JAX variant: jitted (traced lazily) or eager.
+
+    ``-stacked`` variants build the blocks as one stacked module (``gpt2.py``).
+    """
     import jax
     import jax.numpy as jnp
     from flax import nnx
     from gpt2 import GPT2_SMALL, LinenGPT2, NnxGPT2
 
     cfg = cfg or GPT2_SMALL
+    stacked = variant.endswith("-stacked")
     if variant.startswith("linen"):
-        model, tokens = LinenGPT2(cfg, shard_axis), jnp.zeros((1, 1), jnp.int32)
+        model, tokens = LinenGPT2(cfg, shard_axis, stacked), jnp.zeros((1, 1), jnp.int32)
 
         def fn(key):
             return model.init(key, tokens)
@@ -74,7 +80,8 @@ def init_fn(variant: str, cfg=None, shard_axis=None, **jit_kw):
     else:
 
         def fn(key):
-            return nnx.state(NnxGPT2(cfg, rngs=nnx.Rngs(key), shard_axis=shard_axis))
+            model = NnxGPT2(cfg, rngs=nnx.Rngs(key), shard_axis=shard_axis, stacked=stacked)
+            return nnx.state(model)
 
     return fn if variant.endswith("-eager") else jax.jit(fn, **jit_kw)
 
@@ -231,8 +238,25 @@ STAGES = {
 }
 
 
+def _floor() -> None:
+    """Replace initjax's samplers by zeros that still read their key (so jit keeps the
+    key derivation): what the rest of a first init costs, flax's keys included."""
+    import jax
+    import jax.numpy as jnp
+
+    import initjax._sampling as S
+
+    def zeros(key, shape, dtype, *_, **__):
+        return jnp.zeros(shape, dtype) + jax.random.key_data(key)[0].astype(dtype)
+
+    S.uniform = S.normal = S.truncated_normal = zeros
+
+
 def stages_child(variant: str, config: str) -> None:
-    """Runs in a fresh process: one first init, its stages and XLA compile count, as JSON."""
+    """Runs in a fresh process: one first init, its stages and XLA compile count, as JSON.
+
+    A variant ending in ``-floor`` runs with the samplers replaced (:func:`_floor`).
+    """
     from gpt2 import CONFIGS, Config, TorchGPT2
 
     cfg = CONFIGS.get(config) or Config(layers=int(config.removeprefix("depth")))
@@ -243,6 +267,10 @@ def stages_child(variant: str, config: str) -> None:
         return
     import jax
     import jax.numpy as jnp
+
+    if variant.endswith("-floor"):
+        variant = variant.removesuffix("-floor")
+        _floor()
 
     totals = dict.fromkeys(STAGES.values(), 0.0)
     counts = {"compiles": 0}
@@ -284,7 +312,7 @@ def first_init_stages_table(before: str | None, rounds: int, config: str = "smal
     import _harness as H
 
     roots = _roots(before)
-    variants = ("nnx-eager", "linen-eager", "nnx", "linen")
+    variants = ("nnx-eager", "linen-eager", "nnx", "linen", "nnx-stacked", "linen-stacked")
     rows: dict[str, list[dict]] = {"torch": []}
     for suffix in roots:
         for v in variants:
@@ -329,6 +357,102 @@ def first_init_stages_table(before: str | None, rounds: int, config: str = "smal
     return H.markdown(header, table)
 
 
+def model_size_first_init_table(rounds: int) -> str:
+    """Fresh-process first init by model size against torch's, medians of interleaved rounds."""
+    import statistics
+
+    import _harness as H
+    from gpt2 import CONFIGS
+
+    variants = ("torch", "nnx-eager", "linen-eager", "nnx", "nnx-stacked")
+    rows = []
+    for name, cfg in CONFIGS.items():
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v in variants:
+                runs[v].append(_child(["--stages-child", v, name]))
+        first = {v: statistics.median(r["first_s"] for r in runs[v]) for v in variants}
+        compile_s = [statistics.median(r["compile"] for r in runs[v]) for v in variants[3:]]
+        row = [f"GPT-2 {name} ({cfg.n_params / 1e6:.0f}M)", f"{first['torch']:.2f}"]
+        row += [f"{first[v]:.2f} ({H.ratio(first[v], first['torch'])})" for v in variants[1:]]
+        rows.append([*row, *(f"{c:.2f}" for c in compile_s)])
+    header = ["model", "torch s", *(f"{LABELS[v]} s" for v in variants[1:])]
+    return H.markdown([*header, *(f"{LABELS[v]}: compile s" for v in variants[3:])], rows)
+
+
+def floor_table(rounds: int) -> str:
+    """GPT-2 small's jitted first init with and without initjax's samplers (:func:`_floor`).
+
+    Jitted only: eagerly, the zeros would compile a program per shape of their own.
+    """
+    import statistics
+
+    import _harness as H
+
+    variants = ("nnx", "nnx-floor", "linen", "linen-floor")
+    runs: dict[str, list[dict]] = {v: [] for v in ("torch", *variants)}
+    for _ in range(rounds):
+        for v in runs:
+            runs[v].append(_child(["--stages-child", v, "small"]))
+    med = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
+    rows = []
+    for v in variants:
+        base = v.removesuffix("-floor")
+        label = LABELS[base] + (", samplers replaced by zeros" if v != base else "")
+        m = med[v]
+        rows.append(
+            [
+                label,
+                f"{m['first_s']:.2f}",
+                H.ratio(m["first_s"], med["torch"]["first_s"]),
+                f"{m['compile']:.2f}",
+                f"{m['compiles']:.0f}",
+            ]
+        )
+    return H.markdown(
+        ["init, fresh process", "first init s", "vs torch", "compile s", "XLA compiles"], rows
+    )
+
+
+def shared_kernel_table(counts: tuple[int, ...] = (1, 4, 12), reps: int = 3) -> str:
+    """XLA compile time of one jitted program of ``k`` uniform draws of one shape.
+
+    With the same bounds every draw is the same kernel on a different key, so
+    the growth per draw is what XLA's CPU compiler spends on a kernel it has
+    already compiled in that program. Each compile lowers afresh (no cache);
+    medians of ``reps``.
+    """
+    import statistics
+
+    import _harness as H
+    import jax
+
+    import initjax as ij
+
+    def compile_s(k: int, same: bool) -> float:
+        def draws(key):
+            keys = jax.random.split(key, k)
+            return [
+                ij.uniform(-0.1 * (1 if same else i + 1), 0.1)(keys[i], (768, 2304))
+                for i in range(k)
+            ]
+
+        lowered = jax.jit(draws).lower(jax.random.key(0))
+        return H.seconds(lowered.compile)
+
+    rows = []
+    for k in counts:
+        same, other = (
+            statistics.median(compile_s(k, s) for _ in range(reps)) for s in (True, False)
+        )
+        rows.append([str(k), f"{same:.2f}", f"{other:.2f}"])
+    header = ["draws of (768, 2304)", "compile s, same bounds", "compile s, different bounds"]
+    return H.markdown(header, rows)
+
+
+GROWTH = ("nnx", "nnx-stacked", "nnx-eager")
+
+
 def compile_growth_table(before: str | None, depths: tuple[int, ...]) -> str:
     """Whole-model jit and eager first init against depth (GPT-2 small's width)."""
     import _harness as H
@@ -339,13 +463,13 @@ def compile_growth_table(before: str | None, depths: tuple[int, ...]) -> str:
         row = [str(depth)]
         for root in roots.values():
             env = {"PYTHONPATH": root}
-            for v in ("nnx", "nnx-eager"):
+            for v in GROWTH:
                 r = _child(["--stages-child", v, f"depth{depth}"], env)
                 row.append(f"{r['compile']:.2f} ({r['compiles']})")
         rows.append(row)
     header = ["layers"]
     for suffix in roots:
-        header += [f"jit compile s (programs){suffix}", f"eager compile s (programs){suffix}"]
+        header += [f"{LABELS[v]}: compile s (programs){suffix}" for v in GROWTH]
     return H.markdown(header, rows)
 
 
@@ -461,8 +585,14 @@ def main() -> None:
         print(f"Environment: {H.environment()}\n")
         print("### First init of GPT-2 small in a fresh process, by stage (medians)\n")
         print(first_init_stages_table(args.before, args.rounds))
-        print("\n### Jitted and eager first-init compile time against depth (width 768)\n")
+        print("\n### First-init compile time against depth (width 768)\n")
         print(compile_growth_table(args.before, (3, 6, 12)))
+        print("\n### First init by model size, fresh process per cell (medians)\n")
+        print(model_size_first_init_table(args.rounds))
+        print("\n### XLA CPU compile of k same-shape draws in one jitted program\n")
+        print(shared_kernel_table())
+        print("\n### What the samplers cost under jit: GPT-2 small with them replaced by zeros\n")
+        print(floor_table(args.rounds))
         return None
 
     print(f"Environment: {H.environment()}\n")

@@ -9,6 +9,11 @@ passes are minimal (no attention softmax) because ``init`` only traces them.
 ``shard_axis`` names a mesh axis to split every matrix over (``None`` = no
 sharding metadata): kernels along their output features, embeddings along
 their features; biases and norms stay replicated.
+
+``stacked=True`` builds the blocks as one stacked module (``nnx.vmap`` /
+``nn.scan`` over layers, every parameter with a leading layer axis), the
+layout JAX training code scans over: each layer draws from its own key, so its
+values are those of the same block built alone from that key.
 """
 
 from __future__ import annotations
@@ -101,17 +106,38 @@ class LinenBlock(nn.Module):
         return x + _linen_dense(d, a, "mlp_proj")(h)
 
 
+class _ScanBlock(nn.Module):
+    """``LinenBlock`` as an ``nn.scan`` body: (carry, nothing) -> (carry, nothing)."""
+
+    width: int
+    shard_axis: str | None = None
+
+    @nn.compact
+    def __call__(self, x, _):
+        return LinenBlock(self.width, self.shard_axis, name="block")(x), None
+
+
 class LinenGPT2(nn.Module):
     cfg: Config = GPT2_SMALL
     shard_axis: str | None = None
+    stacked: bool = False
 
     @nn.compact
     def __call__(self, tokens):
         c, a = self.cfg, self.shard_axis
         x = _linen_embed(c.vocab, c.width, a, "wte")(tokens)
         x = x + _linen_embed(c.context, c.width, a, "wpe")(jnp.arange(tokens.shape[-1]))
-        for i in range(c.layers):
-            x = LinenBlock(c.width, a, name=f"h_{i}")(x)
+        if self.stacked:
+            scan = nn.scan(
+                _ScanBlock,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                length=c.layers,
+            )
+            x, _ = scan(c.width, a, name="h")(x, None)
+        else:
+            for i in range(c.layers):
+                x = LinenBlock(c.width, a, name=f"h_{i}")(x)
         return ijl.LayerNorm(name="ln_f")(x)
 
 
@@ -139,8 +165,24 @@ class NnxBlock(nnx.Module):
 
 
 class NnxGPT2(nnx.Module):
-    def __init__(self, cfg: Config = GPT2_SMALL, *, rngs: nnx.Rngs, shard_axis: str | None = None):
+    def __init__(
+        self,
+        cfg: Config = GPT2_SMALL,
+        *,
+        rngs: nnx.Rngs,
+        shard_axis: str | None = None,
+        stacked: bool = False,
+    ):
         self.wte = _nnx_embed(cfg.vocab, cfg.width, shard_axis, rngs)
         self.wpe = _nnx_embed(cfg.context, cfg.width, shard_axis, rngs)
-        self.h = nnx.List([NnxBlock(cfg.width, shard_axis, rngs) for _ in range(cfg.layers)])
+        if stacked:
+
+            @nnx.split_rngs(splits=cfg.layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def blocks(rngs: nnx.Rngs) -> NnxBlock:
+                return NnxBlock(cfg.width, shard_axis, rngs)
+
+            self.h = blocks(rngs)
+        else:
+            self.h = nnx.List([NnxBlock(cfg.width, shard_axis, rngs) for _ in range(cfg.layers)])
         self.ln_f = ijn.LayerNorm(cfg.width, rngs=rngs)

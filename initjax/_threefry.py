@@ -17,6 +17,11 @@ never depend on which path ran. Only public JAX API is used: the re-typed key
 is a PRNG implementation defined with :func:`jax.extend.random.define_prng_impl`
 whose ``split`` and ``fold_in`` are threefry's own.
 
+Under ``vmap`` (stacked layers: one draw per key of a batch) the hash runs
+once on the broadcast batch through a ``jax.custom_batching.custom_vmap``
+rule, instead of being traced through every op's batching rule: the same
+integer ops on the same elements, lowered in about a third of the time.
+
 The fast path covers what ``jax.random.bits`` does with
 ``jax_threefry_partitionable`` on (JAX's default): the output element at flat
 index ``i`` is ``threefry2x32(key, (hi32(i), lo32(i)))`` with the two output
@@ -27,6 +32,7 @@ elements or more, and for keys of other implementations (``rbg``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -101,12 +107,18 @@ def _flat_index(shape: tuple[int, ...]) -> Array:
 def threefry_bits(key_data: Array, bit_width: int, shape: tuple[int, ...]) -> Array:
     """``jax.random.bits`` of a threefry key, computed by the straight-line hash.
 
-    ``key_data`` is one raw key, shape ``(2,)`` uint32. Valid for arrays of
-    fewer than 2**32 elements under ``jax_threefry_partitionable`` (the high
-    counter word is then zero); callers check both (:func:`_random_bits` does).
+    ``key_data`` is one raw key, shape ``(2,)`` uint32, or a batch of them,
+    shape ``(n, 2)``, giving ``(n, *shape)``: each key's bits. Valid for arrays
+    of fewer than 2**32 elements under ``jax_threefry_partitionable`` (the
+    high counter word is then zero); callers check both (:func:`_random_bits`
+    does).
     """
     lo = _flat_index(shape)
-    k0, k1 = (lax.index_in_dim(key_data, i, keepdims=False) for i in (0, 1))
+    k0, k1 = (lax.index_in_dim(key_data, i, axis=-1, keepdims=False) for i in (0, 1))
+    if key_data.ndim == 2:  # a batch: every key's words broadcast over its own draw
+        full = (key_data.shape[0], *shape)
+        lo = lax.broadcast_in_dim(lo, full, tuple(range(1, len(full))))
+        k0, k1 = (lax.broadcast_in_dim(k, full, (0,)) for k in (k0, k1))
     w0, w1 = _threefry2x32(k0, k1, np.uint32(0), lo)
     if bit_width == 64:
         u64 = _UINT[64]
@@ -125,11 +137,20 @@ def _random_bits(key_data: Array, bit_width: int, shape: tuple[int, ...]) -> Arr
     static = all(isinstance(d, (int, np.integer)) for d in shape)
     if not (static and math.prod(shape) < 2**32 and jax.config.jax_threefry_partitionable):  # pyright: ignore[reportAttributeAccessIssue]
         return _jax_bits(key_data, bit_width, shape)
-    return lax.platform_dependent(
-        key_data,
-        cpu=lambda k: threefry_bits(k, bit_width, shape),
-        default=lambda k: _jax_bits(k, bit_width, shape),
-    )
+
+    def bits(keys: Array, batched: bool) -> Array:
+        jax_bits = functools.partial(_jax_bits, bit_width=bit_width, shape=shape)
+        return lax.platform_dependent(
+            keys,
+            cpu=lambda k: threefry_bits(k, bit_width, shape),
+            default=jax.vmap(jax_bits) if batched else jax_bits,
+        )
+
+    # A batch of keys (vmap: stacked layers) is hashed as one broadcast array,
+    # not traced through every op's batching rule: the same ops, lowered once.
+    draw = jax.custom_batching.custom_vmap(lambda k: bits(k, False))
+    draw.def_vmap(lambda size, batched, k: (bits(k, batched[0]), batched[0]))
+    return draw(key_data)
 
 
 def _split(key_data: Array, shape: tuple[int, ...]) -> Array:

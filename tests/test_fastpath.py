@@ -106,6 +106,22 @@ def test_vmapped_keys():
         jax.vmap(lambda k: (_draws(fast_key(k), (3,), False), _draws(k, (3,), False)))
     )(raw)
     _assert_same(fast, plain, "vmapped raw keys")
+    # Nested: a (2, 3) grid of keys, the outer vmap batching the batched-key rule.
+    grid = jax.random.split(jax.random.key(4), (2, 3))
+    nested = jax.vmap(
+        jax.vmap(lambda k: (_draws(fast_key(k), (5,), False), _draws(k, (5,), False)))
+    )
+    fast, plain = jax.jit(nested)(grid)
+    _assert_same(fast, plain, "nested vmap")
+    # Raw keys batched along axis 1, and a vmap whose key is not batched at all.
+    columns = jax.random.key_data(jax.random.split(jax.random.key(6), 3)).T
+    f = jax.vmap(lambda k: (_draws(fast_key(k), (5,), False), _draws(k, (5,), False)), in_axes=1)
+    _assert_same(*f(columns), "keys along axis 1")
+    key = jax.random.key(8)
+    fast, plain = jax.vmap(
+        lambda x: (_draws(fast_key(key), (5,), False), _draws(key, (5,), False))
+    )(jnp.arange(3.0))
+    _assert_same(fast, plain, "unbatched key under vmap")
 
 
 def test_eager_matches_jit():

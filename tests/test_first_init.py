@@ -77,3 +77,52 @@ def test_zero_mean_keeps_the_sign_of_zero_like_jit():
         jitted = np.asarray(jax.jit(lambda k, init=init: init(k, (64, 64)))(KEY))
         np.testing.assert_array_equal(eager.view(np.uint32), jitted.view(np.uint32))
     assert np.signbit(np.asarray(ij.normal(0.0, 1e-45)(KEY, (64, 64)))).any()
+
+
+# --------------------------------------------------------------- stacked layers ---
+
+
+def _stacked_linears(layers: int, rngs: nnx.Rngs):
+    """``layers`` Linear(5, 7) stacked on a leading axis: the layout a jitted init scans."""
+
+    @nnx.split_rngs(splits=layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make(rngs: nnx.Rngs):
+        return ij.nnx.Linear(5, 7, rngs=rngs)
+
+    return make(rngs)
+
+
+def test_stacked_layers_draw_each_layer_as_built_alone():
+    """Layer i of an ``nnx.vmap``-stacked Linear equals ``ij.nnx.Linear`` built alone
+    from layer i's key (``split_rngs`` splits one key of the stream): the fans come
+    from the per-layer shape, and the draws are the same bits."""
+    stacked = _stacked_linears(3, nnx.Rngs(0))
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(0), 0), 3)
+    for i, key in enumerate(keys):
+        alone = ij.nnx.Linear(5, 7, rngs=nnx.Rngs(key))
+        np.testing.assert_array_equal(
+            np.asarray(stacked.kernel[...][i]), np.asarray(alone.kernel[...])
+        )
+        np.testing.assert_array_equal(np.asarray(stacked.bias[...][i]), np.asarray(alone.bias[...]))
+
+
+def _jit_fusions(build) -> int:
+    """Kernels (fusions) XLA compiles for ``jax.jit`` of an nnx constructor."""
+    fn = jax.jit(lambda key: nnx.state(build(nnx.Rngs(key))))
+    return fn.lower(KEY).compile().as_text().count(" fusion(")
+
+
+def test_stacked_layers_compile_the_same_program_at_any_depth():
+    """Jitted, a stacked model's kernels do not grow with depth; a list of layers' do.
+
+    XLA's CPU compiler compiles every kernel of a program on its own, so the
+    kernel count is what a jitted first init's compile time grows with.
+    """
+    stacked = [_jit_fusions(lambda r, n=n: _stacked_linears(n, r)) for n in (2, 6)]
+    listed = [
+        _jit_fusions(lambda r, n=n: nnx.List([ij.nnx.Linear(5, 7, rngs=r) for _ in range(n)]))
+        for n in (2, 6)
+    ]
+    assert stacked[0] == stacked[1]
+    assert listed[1] > listed[0]
