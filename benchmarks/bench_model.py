@@ -304,9 +304,17 @@ def _roots(before: str | None) -> dict[str, str]:
     return here if before is None else {**here, " (before)": before}
 
 
+def _medians(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """Per row, the median of every field over its runs (rounds of fresh processes)."""
+    import statistics
+
+    return {
+        row: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for row, rs in runs.items()
+    }
+
+
 def first_init_stages_table(before: str | None, rounds: int, config: str = "small") -> str:
     """Fresh-process first init per row, medians over interleaved rounds, with stages."""
-    import statistics
     import tempfile
 
     import _harness as H
@@ -330,11 +338,7 @@ def first_init_stages_table(before: str | None, rounds: int, config: str = "smal
                     rows[v + suffix + ", 2nd process, cache"].append(
                         _child(["--stages-child", v, config], cached)
                     )
-    med = {
-        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        for name, runs in rows.items()
-        if runs
-    }
+    med = _medians({name: runs for name, runs in rows.items() if runs})
     torch_s = med["torch"]["first_s"]
     table = []
     for name, m in med.items():
@@ -359,7 +363,6 @@ def first_init_stages_table(before: str | None, rounds: int, config: str = "smal
 
 def model_size_first_init_table(rounds: int) -> str:
     """Fresh-process first init by model size against torch's, medians of interleaved rounds."""
-    import statistics
 
     import _harness as H
     from gpt2 import CONFIGS
@@ -371,11 +374,13 @@ def model_size_first_init_table(rounds: int) -> str:
         for _ in range(rounds):
             for v in variants:
                 runs[v].append(_child(["--stages-child", v, name]))
-        first = {v: statistics.median(r["first_s"] for r in runs[v]) for v in variants}
-        compile_s = [statistics.median(r["compile"] for r in runs[v]) for v in variants[3:]]
-        row = [f"GPT-2 {name} ({cfg.n_params / 1e6:.0f}M)", f"{first['torch']:.2f}"]
-        row += [f"{first[v]:.2f} ({H.ratio(first[v], first['torch'])})" for v in variants[1:]]
-        rows.append([*row, *(f"{c:.2f}" for c in compile_s)])
+        med = _medians(runs)
+        torch_s = med["torch"]["first_s"]
+        row = [f"GPT-2 {name} ({cfg.n_params / 1e6:.0f}M)", f"{torch_s:.2f}"]
+        row += [
+            f"{med[v]['first_s']:.2f} ({H.ratio(med[v]['first_s'], torch_s)})" for v in variants[1:]
+        ]
+        rows.append([*row, *(f"{med[v]['compile']:.2f}" for v in variants[3:])])
     header = ["model", "torch s", *(f"{LABELS[v]} s" for v in variants[1:])]
     return H.markdown([*header, *(f"{LABELS[v]}: compile s" for v in variants[3:])], rows)
 
@@ -385,7 +390,6 @@ def floor_table(rounds: int) -> str:
 
     Jitted only: eagerly, the zeros would compile a program per shape of their own.
     """
-    import statistics
 
     import _harness as H
 
@@ -394,7 +398,7 @@ def floor_table(rounds: int) -> str:
     for _ in range(rounds):
         for v in runs:
             runs[v].append(_child(["--stages-child", v, "small"]))
-    med = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
+    med = _medians(runs)
     rows = []
     for v in variants:
         base = v.removesuffix("-floor")
