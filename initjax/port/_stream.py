@@ -115,13 +115,18 @@ def place(
         return np.asarray(whole[tuple(slice(lo, hi) for lo, hi in box)], order="C")
 
     if sharding is None:
-        return jax.device_put(part(tuple((0, d) for d in shape)))  # uncommitted, as jnp.asarray
-    groups: dict[Box, list[Any]] = {}
-    for device, index in sharding.addressable_devices_indices_map(shape).items():
-        groups.setdefault(_box(index, shape), []).append(device)
-    arrays = []
-    for box, devices in groups.items():
-        host = part(box)
-        arrays += [jax.device_put(host, d) for d in devices]
-        del host
-    return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+        placed = jax.device_put(part(tuple((0, d) for d in shape)))  # uncommitted, as jnp.asarray
+    else:
+        groups: dict[Box, list[Any]] = {}
+        for device, index in sharding.addressable_devices_indices_map(shape).items():
+            groups.setdefault(_box(index, shape), []).append(device)
+        arrays = []
+        for box, devices in groups.items():
+            host = part(box)
+            arrays += [jax.device_put(host, d) for d in devices]
+            del host
+        placed = jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+    # device_put copies asynchronously and keeps its host buffer until the copy
+    # is done: wait for it here, so that no host copy of this variable is alive
+    # while the next one is read (the peak stays one tensor's worth).
+    return placed.block_until_ready()
