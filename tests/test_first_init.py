@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import count_compiles
 from flax import nnx
-from test_transforms import count_compiles
 
 import initjax as ij
 from initjax.defaults import linear_bias

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import chex
@@ -11,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _compiles import count_compiles
 from _stats import assert_reaches_bound
 from absl.testing import parameterized
 from flax import nnx
@@ -118,22 +118,6 @@ def test_linen_conv_dirac_is_identity():
     x = jax.random.normal(KEY, (2, 8, 8, 4))
     y, _ = conv.init_with_output(KEY, x)
     np.testing.assert_array_equal(y, x)
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Counts XLA compilations in the block (``jax.monitoring``'s backend-compile event)."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _nnx_stack(width: int, depth: int, seed: int):
