@@ -313,6 +313,15 @@ def _medians(runs: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
     }
 
 
+def _median_children(variants: tuple[str, ...], config: str, rounds: int) -> dict[str, dict]:
+    """``--stages-child`` of each variant in ``rounds`` interleaved rounds, as medians."""
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            runs[v].append(_child(["--stages-child", v, config]))
+    return _medians(runs)
+
+
 def first_init_stages_table(before: str | None, rounds: int, config: str = "small") -> str:
     """Fresh-process first init per row, medians over interleaved rounds, with stages."""
     import tempfile
@@ -363,18 +372,13 @@ def first_init_stages_table(before: str | None, rounds: int, config: str = "smal
 
 def model_size_first_init_table(rounds: int) -> str:
     """Fresh-process first init by model size against torch's, medians of interleaved rounds."""
-
     import _harness as H
     from gpt2 import CONFIGS
 
     variants = ("torch", "nnx-eager", "linen-eager", "nnx", "nnx-stacked")
     rows = []
     for name, cfg in CONFIGS.items():
-        runs: dict[str, list[dict]] = {v: [] for v in variants}
-        for _ in range(rounds):
-            for v in variants:
-                runs[v].append(_child(["--stages-child", v, name]))
-        med = _medians(runs)
+        med = _median_children(variants, name, rounds)
         torch_s = med["torch"]["first_s"]
         row = [f"GPT-2 {name} ({cfg.n_params / 1e6:.0f}M)", f"{torch_s:.2f}"]
         row += [
@@ -390,15 +394,10 @@ def floor_table(rounds: int) -> str:
 
     Jitted only: eagerly, the zeros would compile a program per shape of their own.
     """
-
     import _harness as H
 
     variants = ("nnx", "nnx-floor", "linen", "linen-floor")
-    runs: dict[str, list[dict]] = {v: [] for v in ("torch", *variants)}
-    for _ in range(rounds):
-        for v in runs:
-            runs[v].append(_child(["--stages-child", v, "small"]))
-    med = _medians(runs)
+    med = _median_children(("torch", *variants), "small", rounds)
     rows = []
     for v in variants:
         base = v.removesuffix("-floor")
