@@ -36,7 +36,16 @@ from . import _limits as L
 from . import _sampling as S
 from .fans import Axes, canonical_shape, compute_fans
 from .gain import calculate_gain
-from .init import SQRT3, kaiming_std, kaiming_uniform, normal, uniform, xavier_std
+from .init import (
+    SQRT3,
+    kaiming_std,
+    kaiming_uniform,
+    normal,
+    uniform,
+    xavier_std,
+    xavier_uniform,
+    zeros,
+)
 
 __all__ = [
     "linear_kernel",
@@ -51,6 +60,7 @@ __all__ = [
     "bilinear",
     "mha_in_proj",
     "mha_bias_kv",
+    "multihead_attention",
     "LAYER_NORM_EPS",
     "GROUP_NORM_EPS",
     "BATCH_NORM_EPS",
@@ -275,3 +285,39 @@ def mha_bias_kv(embed_dim: int, *, dtype: DTypeLike | None = None) -> Initialize
     """
     embed_dim = _count(embed_dim, "embed_dim", positive=True)
     return normal(0.0, xavier_std(embed_dim, embed_dim), dtype=dtype)
+
+
+def multihead_attention(
+    embed_dim: int, *, fused: bool = True, dtype: DTypeLike | None = None
+) -> dict[tuple[str, ...], Initializer]:
+    """Every ``torch.nn.MultiheadAttention`` parameter's initializer, by Flax path.
+
+    On Flax's attention layout (``query/key/value`` kernels ``(in, heads,
+    head_dim)``, biases ``(heads, head_dim)``, ``out`` kernel ``(heads,
+    head_dim, E)``):
+
+    - ``query/key/value`` kernels: :func:`mha_in_proj` when torch fuses them
+      (``fused``: kdim = vdim = E, one ``(3E, E)`` in_proj_weight), else
+      ``xavier_uniform_`` on each separate ``q/k/v_proj_weight``;
+    - ``out`` kernel: the Linear default (:func:`linear_kernel`, fan_in
+      heads * head_dim);
+    - every bias: 0 (torch's ``constant_(in_proj_bias, 0)`` and
+      ``constant_(out_proj.bias, 0)``);
+    - ``bias_k``/``bias_v`` (``add_bias_kv=True``): :func:`mha_bias_kv`.
+
+    Both the attention layers and the checkpoint port read this table.
+    """
+    e = _count(embed_dim, "embed_dim", positive=True)
+    qkv = (
+        mha_in_proj(e, dtype=dtype)
+        if fused
+        else xavier_uniform(in_axis=0, out_axis=(1, 2), dtype=dtype)
+    )
+    out: dict[tuple[str, ...], Initializer] = {}
+    for name in ("query", "key", "value"):
+        out[(name, "kernel")] = qkv
+        out[(name, "bias")] = zeros(dtype=dtype)
+    out[("out", "kernel")] = linear_kernel(in_axis=(0, 1), out_axis=-1, dtype=dtype)
+    out[("out", "bias")] = zeros(dtype=dtype)
+    out[("bias_k",)] = out[("bias_v",)] = mha_bias_kv(e, dtype=dtype)
+    return out

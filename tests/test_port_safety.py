@@ -26,7 +26,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import initjax._atomic
+import initjax.port._atomic
 from initjax import port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +110,7 @@ def test_failed_flush_leaves_the_old_file(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(initjax._atomic.os, "fsync", broken_fsync)
+    monkeypatch.setattr(initjax.port._atomic.os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="Input/output"):
         port.save_safetensors(path, _tensors(20))
     assert path.read_bytes() == before

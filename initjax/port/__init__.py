@@ -25,10 +25,10 @@
   and :func:`save_checkpoint` write the Hub's multi-file layout.
 """
 
-from ._checkpoint import Checkpoint, Tensor, open_checkpoint
+from ._checkpoint import Checkpoint, Tensor, load_state_dict, open_checkpoint
 from ._safetensors import SafetensorsError, load_safetensors, save_safetensors
 from ._save import save_checkpoint
-from ._source import Source, StateDict, UnsafeCheckpointError, load_state_dict, to_torch_tensors
+from ._source import Source, StateDict, UnsafeCheckpointError, to_torch_tensors
 from .convert import (
     PortError,
     PortReport,

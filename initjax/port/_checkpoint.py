@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from ._safetensors import load_safetensors
-from ._source import Source, load_state_dict
+from ._source import Source, StateDict, load_one
 
-__all__ = ["Checkpoint", "Tensor", "open_checkpoint", "INDEX_NAMES"]
+__all__ = ["Checkpoint", "Tensor", "load_state_dict", "open_checkpoint", "INDEX_NAMES"]
 
 #: Index files a directory is searched for, in this order (safetensors first, as transformers).
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -178,13 +178,13 @@ class _TorchTensor(Tensor):
     """A tensor of a ``.bin`` shard opened with ``torch.load(..., mmap=True)``."""
 
     def __init__(self, name: str, tensor: Any, file: str):
-        dtype = load_state_dict({name: tensor.new_empty((0,))})[name].dtype
+        dtype = load_one({name: tensor.new_empty((0,))})[name].dtype
         super().__init__(name, tuple(tensor.shape), dtype, file)
         self._tensor = tensor
 
     def read(self, box=None, out=None):
         part = self._tensor if box is None else self._tensor[_slices(tuple(box))]
-        value = load_state_dict({self.name: part})[self.name]
+        value = load_one({self.name: part})[self.name]
         if out is None:
             return value
         np.copyto(out, value)
@@ -242,7 +242,7 @@ def open_checkpoint(source: Source | Checkpoint) -> Checkpoint:
     if isinstance(source, Checkpoint):
         return source
     if isinstance(source, Mapping):
-        return Checkpoint({k: _ArrayTensor(k, v, None) for k, v in load_state_dict(source).items()})
+        return Checkpoint({k: _ArrayTensor(k, v, None) for k, v in load_one(source).items()})
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             f"source must be a path or a state_dict mapping, got {type(source).__name__}"
@@ -349,7 +349,7 @@ def _open_file(path: str) -> dict[str, Tensor]:
     lazy = _load_bin_lazily(path)
     if lazy is not None:
         return {k: _TorchTensor(k, v, path) for k, v in lazy.items()}
-    return {k: _ArrayTensor(k, v, path) for k, v in load_state_dict(path).items()}
+    return {k: _ArrayTensor(k, v, path) for k, v in load_one(path).items()}
 
 
 def _load_bin_lazily(path: str) -> dict[str, Any] | None:
@@ -373,3 +373,33 @@ def _load_bin_lazily(path: str) -> dict[str, Any] | None:
     ):
         return None
     return dict(obj)
+
+
+def load_state_dict(source: Source) -> StateDict:
+    """A PyTorch state_dict, from a file or from memory, as numpy arrays.
+
+    ``source`` may be:
+
+    - a safetensors file (named ``*.safetensors``, or any name when its
+      content is safetensors): read with initjax's own reader (no torch
+      needed), memory-mapped; a malformed one raises
+      :class:`~initjax.port.SafetensorsError`;
+    - any other file (``.pt``, ``.pth``, ``.bin``, ...): loaded with
+      ``torch.load(path, map_location="cpu", weights_only=True)``; anything that
+      restricted unpickler refuses raises :class:`UnsafeCheckpointError` and is
+      never executed;
+    - a mapping of names to torch tensors, numpy arrays or JAX arrays (e.g.
+      ``torch_model.state_dict()``);
+    - a checkpoint of several files: a directory or an index file
+      (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``), as
+      :func:`~initjax.port.open_checkpoint` reads them; every tensor is read.
+
+    bfloat16 and float8 tensors become ``ml_dtypes`` arrays; values are not
+    cast. The result shares memory with the source where it can. A sparse or
+    meta tensor raises ``ValueError`` naming its key.
+    """
+    if isinstance(source, (str, os.PathLike)) and (
+        os.path.isdir(source) or os.fspath(source).endswith(".index.json")
+    ):
+        return {key: np.asarray(t.read()) for key, t in open_checkpoint(source).items()}
+    return load_one(source)

@@ -21,7 +21,7 @@ from typing import Any, Literal, overload
 import ml_dtypes
 import numpy as np
 
-from .._atomic import atomic_write
+from ._atomic import atomic_write
 
 __all__ = [
     "DTYPES",
@@ -327,7 +327,7 @@ def write_safetensors(
     so the header is written first; ``produce(name)`` then returns each tensor
     in file order (widest dtype first, then by name: every tensor aligned, as
     the reference implementation lays them out), and it is dropped once
-    written. The write is atomic (:func:`initjax._atomic.atomic_write`).
+    written. The write is atomic (:func:`initjax.port._atomic.atomic_write`).
 
     Raises:
       ValueError: a produced tensor whose shape or dtype is not its layout's.

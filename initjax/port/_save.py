@@ -7,7 +7,7 @@ Up to ``max_shard_size`` bytes of tensors go in each file, in the order given
 file, the layout ``transformers``' ``from_pretrained`` loads. Every file
 carries the metadata ``{"format": "pt"}`` that ``transformers`` requires.
 
-Each file is written through :func:`initjax._atomic.atomic_write`, its tensors
+Each file is written through :func:`initjax.port._atomic.atomic_write`, its tensors
 produced one at a time (so the host holds one tensor, not the checkpoint), and
 the index last: a reader never finds an index naming a file not yet complete.
 Files of an earlier save into the same directory that the new one does not
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .._atomic import atomic_write
+from ._atomic import atomic_write
 from ._safetensors import storable, write_safetensors
 
 __all__ = ["save_checkpoint", "write_checkpoint", "parse_size", "Entry"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from ._safetensors import MAX_HEADER_BYTES, load_safetensors
 
-__all__ = ["load_state_dict", "to_torch_tensors", "UnsafeCheckpointError", "StateDict", "Source"]
+__all__ = ["to_torch_tensors", "UnsafeCheckpointError", "StateDict", "Source", "load_one"]
 
 #: A state_dict as initjax holds it: torch key -> numpy array.
 StateDict = dict[str, np.ndarray]
@@ -158,39 +158,15 @@ def _is_safetensors(path: str | os.PathLike[str]) -> bool:
     return n <= min(MAX_HEADER_BYTES, size - _LEN.size)
 
 
-def load_state_dict(source: Source) -> StateDict:
-    """A PyTorch state_dict, from a file or from memory, as numpy arrays.
-
-    ``source`` may be:
-
-    - a safetensors file (named ``*.safetensors``, or any name when its
-      content is safetensors): read with initjax's own reader (no torch
-      needed), memory-mapped; a malformed one raises
-      :class:`~initjax.port.SafetensorsError`;
-    - any other file (``.pt``, ``.pth``, ``.bin``, ...): loaded with
-      ``torch.load(path, map_location="cpu", weights_only=True)``; anything that
-      restricted unpickler refuses raises :class:`UnsafeCheckpointError` and is
-      never executed;
-    - a mapping of names to torch tensors, numpy arrays or JAX arrays (e.g.
-      ``torch_model.state_dict()``);
-    - a checkpoint of several files: a directory or an index file
-      (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``), as
-      :func:`~initjax.port.open_checkpoint` reads them; every tensor is read.
-
-    bfloat16 and float8 tensors become ``ml_dtypes`` arrays; values are not
-    cast. The result shares memory with the source where it can. A sparse or
-    meta tensor raises ``ValueError`` naming its key.
-    """
+def load_one(source: Source) -> StateDict:
+    """:func:`~initjax.port.load_state_dict` for a mapping or one file (not a directory
+    or an index: :mod:`._checkpoint` reads those through here, a file at a time)."""
     if isinstance(source, Mapping):
         return _from_mapping(source, "state_dict")
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             f"source must be a path or a state_dict mapping, got {type(source).__name__}"
         )
-    if os.path.isdir(source) or os.fspath(source).endswith(".index.json"):
-        from ._checkpoint import open_checkpoint  # it reads single files through here
-
-        return {key: np.asarray(t.read()) for key, t in open_checkpoint(source).items()}
     if _is_safetensors(source):
         return load_safetensors(source)
     return _load_pickle(source)

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _targets
 from . import _stream
 from . import layers as L
 from . import rules as R
@@ -339,7 +338,7 @@ def torch_to_linen(
     layers: Mapping[tuple[str, ...], Any],
     *,
     rename: Rename = None,
-    rules: _targets.Rules = None,
+    rules: L.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
     allow_lossy_cast: bool = False,
@@ -368,7 +367,7 @@ def torch_to_linen(
       ``(variables, report)``: a new variables dict (other collections passed
       through) and a :class:`PortReport`.
     """
-    target = _targets.linen_target(variables, layers, rules)
+    target = L.linen_target(variables, layers, rules)
     values, report = _port(
         open_checkpoint(source),
         target,
@@ -379,8 +378,8 @@ def torch_to_linen(
     )
     from flax import traverse_util
 
-    out = {name: coll for name, coll in variables.items() if name not in _targets.COLLECTIONS}
-    for collection in _targets.COLLECTIONS:
+    out = {name: coll for name, coll in variables.items() if name not in L.COLLECTIONS}
+    for collection in L.COLLECTIONS:
         if collection in variables:
             flat = {
                 path: values[(collection, *path)]
@@ -395,7 +394,7 @@ def torch_to_nnx(
     model: Any,
     *,
     rename: Rename = None,
-    rules: _targets.Rules = None,
+    rules: L.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
     allow_lossy_cast: bool = False,
@@ -407,7 +406,7 @@ def torch_to_nnx(
     abstract value's sharding. Other arguments as :func:`torch_to_linen`;
     nothing is written unless the whole port succeeds.
     """
-    target, variables = _targets.nnx_target(model, rules)
+    target, variables = L.nnx_target(model, rules)
     values, report = _port(
         open_checkpoint(source),
         target,
@@ -526,7 +525,7 @@ def linen_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
-    rules: _targets.Rules = None,
+    rules: L.Rules = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.linen`` model's variables.
 
@@ -542,7 +541,7 @@ def linen_to_torch(
     casts it on load); otherwise torch fills it in on load. Arrays keep the
     Flax dtypes; write them with :func:`save_safetensors`.
     """
-    target = _targets.linen_target(variables, layers, rules)
+    target = L.linen_target(variables, layers, rules)
     return _export(target, torch_keys, rename)
 
 
@@ -551,10 +550,10 @@ def nnx_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
-    rules: _targets.Rules = None,
+    rules: L.Rules = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
-    target, _ = _targets.nnx_target(model, rules)
+    target, _ = L.nnx_target(model, rules)
     return _export(target, torch_keys, rename)
 
 
@@ -565,7 +564,7 @@ def linen_to_checkpoint(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
-    rules: _targets.Rules = None,
+    rules: L.Rules = None,
     max_shard_size: int | str = "5GB",
     metadata: Mapping[str, str] | None = None,
 ) -> list[str]:
@@ -580,7 +579,7 @@ def linen_to_checkpoint(
     holds more than one of them. Needs every variable addressable by this
     process. Returns the paths written, the index last.
     """
-    target = _targets.linen_target(variables, layers, rules)
+    target = L.linen_target(variables, layers, rules)
     return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
 
 
@@ -590,10 +589,10 @@ def nnx_to_checkpoint(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
-    rules: _targets.Rules = None,
+    rules: L.Rules = None,
     max_shard_size: int | str = "5GB",
     metadata: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Write a ``flax.nnx`` model as a torch checkpoint; see :func:`linen_to_checkpoint`."""
-    target, _ = _targets.nnx_target(model, rules)
+    target, _ = L.nnx_target(model, rules)
     return _write(directory, target, torch_keys, rename, max_shard_size, metadata)

@@ -1,5 +1,9 @@
 """The Flax side: which layer owns each variable, and which rule ports it.
 
+Shared by :mod:`initjax.port` (porting checkpoints) and :mod:`initjax.replay`
+(replaying torch's init through the same rules): :func:`linen_target` and
+:func:`nnx_target` group a model's variables by ruled layer.
+
 A rule is chosen from the *type* of the Flax layer that owns a variable
 (walking its class's MRO, so subclasses such as initjax's drop-in layers are
 covered), never from the variable's shape. linen layers are found by running
@@ -21,7 +25,18 @@ from . import rules as R
 from .names import Flavor
 from .recurrent import torch_recurrent
 
-__all__ = ["RuleFactory", "linen_layers", "linen_rules", "nnx_rules", "Layer", "Target"]
+__all__ = [
+    "COLLECTIONS",
+    "Layer",
+    "RuleFactory",
+    "Rules",
+    "Target",
+    "linen_layers",
+    "linen_rules",
+    "linen_target",
+    "nnx_rules",
+    "nnx_target",
+]
 
 Path = tuple[str, ...]
 #: What a ``rules=`` entry maps a layer class to: a rule, or a function of the
@@ -295,3 +310,51 @@ def build_target(
             layers[owner].variables[(collection, *rest[len(owner) :])] = leaf
     used = [layer for _, layer in sorted(layers.items()) if layer.variables]
     return Target(flavor, used, dict(leaves), orphans, problems)
+
+
+# ----------------------------------------- a model's variables by ruled layer ---
+
+#: The Flax collections that hold torch state (parameters and buffers).
+COLLECTIONS = ("params", "batch_stats")
+#: Extra ``{layer class: rule}`` entries, taking precedence over the defaults.
+Rules = Mapping[type, RuleFactory] | None
+
+
+def linen_target(variables: Mapping[str, Any], layers: Mapping[Any, Any], rules: Rules) -> Target:
+    """A linen model's variables (``model.init``'s dict, or its ``eval_shape``) by ruled layer."""
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise TypeError(
+            "variables must be the dict that model.init (or jax.eval_shape of it) returns, "
+            f"with a 'params' collection; got {type(variables).__name__}"
+            + (f" with keys {sorted(variables)}" if isinstance(variables, Mapping) else "")
+        )
+    from flax import traverse_util
+
+    leaves = {}
+    for collection in COLLECTIONS:
+        if collection in variables:
+            for path, leaf in traverse_util.flatten_dict(dict(variables[collection])).items():
+                leaves[(collection, *path)] = leaf
+    modules = {tuple(p): m for p, m in layers.items()}
+    return build_target("linen", modules, leaves, {**linen_rules(), **(rules or {})})
+
+
+def nnx_target(model: Any, rules: Rules) -> tuple[Target, dict[tuple[str, ...], Any]]:
+    """An nnx model's ``Param``/``BatchStat`` values by ruled layer, and the variables
+    themselves (``(collection, *path) -> nnx.Variable``) to write results into."""
+    from flax import nnx
+
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
+    modules, leaves = {}, {}
+    variables: dict[tuple[str, ...], Any] = {}
+    for path, node in nnx.iter_graph(model):
+        path = tuple(str(p) for p in path)
+        if isinstance(node, nnx.Module):
+            modules[path] = node
+        elif isinstance(node, (nnx.Param, nnx.BatchStat)):
+            full = ("params" if isinstance(node, nnx.Param) else "batch_stats", *path)
+            leaves[full] = node.get_value()
+            variables[full] = node
+    target = build_target("nnx", modules, leaves, {**nnx_rules(), **(rules or {})})
+    return target, variables

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import defaults
-from .._recurrent import Recurrent
+from ..functional.recurrent import Recurrent
 from .rules import Rule, Spec
 
 __all__ = ["TorchRecurrent", "torch_recurrent"]

@@ -31,7 +31,7 @@ import numpy as np
 from jax.nn.initializers import Initializer
 
 from .. import defaults, init
-from .._recurrent import GRU_GATES, LSTM_GATES
+from ..functional.recurrent import GRU_GATES, LSTM_GATES
 
 __all__ = [
     "Spec",
@@ -651,31 +651,29 @@ class MultiHeadAttention(Rule):
         return target[(P, "key", "kernel")][0] == e and target[(P, "value", "kernel")][0] == e
 
     def specs(self, target):
-        heads, head_dim, e = _mha_dims(target)
+        e = _mha_dims(target)[2]
         fused = self._fused(target)
+        inits = defaults.multihead_attention(e, fused=fused)
         out = {}
         for j, (name, sep) in enumerate(
             (("query", "q_proj_weight"), ("key", "k_proj_weight"), ("value", "v_proj_weight"))
         ):
+            kernel = inits[(name, "kernel")]
             if fused:
                 out[(P, name, "kernel")] = Spec(
-                    ("in_proj_weight",), _rows_t(j * e, (j + 1) * e), defaults.mha_in_proj(e)
+                    ("in_proj_weight",), _rows_t(j * e, (j + 1) * e), kernel
                 )
             else:
-                out[(P, name, "kernel")] = Spec(
-                    (sep,), _rows_t(0, e), init.xavier_uniform(in_axis=0, out_axis=(1, 2))
-                )
+                out[(P, name, "kernel")] = Spec((sep,), _rows_t(0, e), kernel)
             if _has(target, P, name, "bias"):
                 out[(P, name, "bias")] = Spec(
-                    ("in_proj_bias",), _slice(j * e, (j + 1) * e), init.zeros()
+                    ("in_proj_bias",), _slice(j * e, (j + 1) * e), inits[(name, "bias")]
                 )
         out[(P, "out", "kernel")] = Spec(
-            ("out_proj.weight",),
-            _rows_t(0, None),
-            defaults.linear_kernel(in_axis=(0, 1), out_axis=-1),
+            ("out_proj.weight",), _rows_t(0, None), inits[("out", "kernel")]
         )
         if _has(target, P, "out", "bias"):
-            out[(P, "out", "bias")] = Spec(("out_proj.bias",), _same, init.zeros())
+            out[(P, "out", "bias")] = Spec(("out_proj.bias",), _same, inits[("out", "bias")])
         return out
 
     def to_torch(self, leaves):
@@ -723,10 +721,10 @@ class TorchMultiheadAttention(MultiHeadAttention):
 
     def specs(self, target):
         out = super().specs(target)
-        e = _mha_dims(target)[2]
+        inits = defaults.multihead_attention(_mha_dims(target)[2])
         for name in ("bias_k", "bias_v"):
             if _has(target, P, name):
-                out[(P, name)] = Spec((name,), _reshaped, defaults.mha_bias_kv(e))
+                out[(P, name)] = Spec((name,), _reshaped, inits[(name,)])
         return out
 
     def to_torch(self, leaves):

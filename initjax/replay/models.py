@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import defaults
-from .._targets import COLLECTIONS, linen_target, nnx_target
 from ..port import layers as _layers
 from ..port import rules as R
+from ..port.layers import COLLECTIONS, linen_target, nnx_target
 from ..port.recurrent import TorchRecurrent
 from . import modules, walk
 from .generator import TorchGenerator

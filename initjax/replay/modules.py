@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .._recurrent import MODES
+from ..functional.recurrent import MODES
 from .generator import TorchGenerator
 from .init import kaiming_uniform_, normal_, uniform_, xavier_normal_, xavier_uniform_
 from .ops import DTypeLike, as_dtype
@@ -36,7 +36,7 @@ __all__ = [
 State = dict[str, np.ndarray]
 
 #: Gate rows per hidden unit in torch's weight_ih/weight_hh, by mode.
-#: Gates per recurrent mode (one description, in :mod:`initjax._recurrent`).
+#: Gates per recurrent mode (one description, in :mod:`initjax.functional.recurrent`).
 RECURRENT_GATES = MODES
 
 _LINEAR_SLOPE = math.sqrt(5)  # torch.nn.Linear/Conv's kaiming_uniform_(a=sqrt(5))

@@ -1,7 +1,7 @@
 """torch's EmbeddingBag and InstanceNorm1d/2d/3d as ``flax.nnx`` modules.
 
 Re-exported from :mod:`initjax.nnx`; the computations live in
-:mod:`initjax._embedding` and :mod:`initjax._instance_norm`, shared with the
+:mod:`initjax.functional.embedding` and :mod:`initjax.functional.instance_norm`, shared with the
 linen layers.
 """
 
@@ -18,10 +18,10 @@ from flax.typing import Dtype
 from jax import lax
 from jax.nn.initializers import Initializer
 
-from . import _embedding as E
-from . import _instance_norm as IN
-from .defaults import BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, embedding
-from .init import ones, zeros
+from ..defaults import BATCH_NORM_EPS, BATCH_NORM_MOMENTUM, embedding
+from ..functional import embedding as E
+from ..functional import instance_norm as IN
+from ..init import ones, zeros
 
 __all__ = ["EmbeddingBag", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._batch_norm import running_average
+from .batch_norm import running_average
 
 __all__ = ["DOC", "check_config", "batched", "instance_stats", "normalize", "running_update"]
 

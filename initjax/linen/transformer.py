@@ -1,7 +1,7 @@
 """torch's ``MultiheadAttention`` and Transformer modules as ``flax.linen`` modules.
 
 Re-exported by :mod:`initjax.linen`; the computation and the parameter
-description live in :mod:`initjax._transformer`, shared with nnx.
+description live in :mod:`initjax.functional.attention`, shared with nnx.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 from flax.typing import Array, Dtype
 
-from . import _transformer as T
-from .defaults import LAYER_NORM_EPS, linear_bias, linear_kernel
-from .init import ones, zeros
-from .linen import Dense, LayerNorm
+from ..defaults import LAYER_NORM_EPS, linear_bias, linear_kernel
+from ..functional import attention as T
+from ..init import ones, zeros
+from .layers import Dense, LayerNorm
 
 __all__ = [
     "TorchMultiheadAttention",

@@ -1,12 +1,12 @@
 """torch's attention and Transformer blocks, described once for linen and nnx.
 
-The thin classes in :mod:`initjax._linen_transformer` and
-:mod:`initjax._nnx_transformer` hold the parameters; everything else lives
+The thin classes in :mod:`initjax.linen.transformer` and
+:mod:`initjax.nnx.transformer` hold the parameters; everything else lives
 here as plain functions and frozen configs:
 
 - :class:`AttentionConfig`: ``torch.nn.MultiheadAttention``'s constructor,
   checked, and the module's parameters (Flax layout, torch's default
-  initializers taken from the port rule, logical axis names);
+  initializers from :func:`initjax.defaults.multihead_attention`, logical axis names);
 - :func:`multihead_attention`: torch's ``F.multi_head_attention_forward`` in
   pure JAX, with torch's mask conventions (bool ``True`` = masked out, float
   masks added, ``key_padding_mask``, the ``is_causal`` hint, ``bias_k/bias_v``,
@@ -35,8 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.nn.initializers import Initializer
 
-from . import init
-from .port import rules as R
+from .. import defaults, init
 
 Array = jax.Array
 Path = tuple[str, ...]
@@ -129,12 +128,12 @@ class AttentionConfig:
     def params(self, *, xavier: bool = False) -> dict[Path, Param]:
         """The module's parameters: Flax layout, torch's initializers, axis names.
 
-        The initializers are the port rule's (:class:`initjax.port.rules.
-        TorchMultiheadAttention`): fused q/k/v U(+-sqrt(6/(4E))) or separate
-        xavier_uniform, out kernel the Linear default, biases 0, bias_k/bias_v
-        N(0, 1/E). ``xavier``: ``nn.Transformer``'s re-draw of every parameter
-        that has more than one dimension in torch (the out kernel and
-        bias_k/bias_v change; q/k/v keep the same distribution).
+        The initializers are :func:`initjax.defaults.multihead_attention`'s:
+        fused q/k/v U(+-sqrt(6/(4E))) or separate xavier_uniform, out kernel the
+        Linear default, biases 0, bias_k/bias_v N(0, 1/E). ``xavier``:
+        ``nn.Transformer``'s re-draw of every parameter that has more than one
+        dimension in torch (the out kernel and bias_k/bias_v change; q/k/v keep
+        the same distribution).
         """
         h, d, e = self.num_heads, self.head_dim, self.embed_dim
         shapes: dict[Path, tuple[int, ...]] = {
@@ -148,21 +147,16 @@ class AttentionConfig:
             shapes[("out", "bias")] = (e,)
         if self.add_bias_kv:
             shapes[("bias_k",)] = shapes[("bias_v",)] = (h, d)
-        specs = R.TorchMultiheadAttention().specs({("params", *p): s for p, s in shapes.items()})
-        inits = {p: specs[("params", *p)].init for p in shapes}
+        fused = self.key_dim == e and self.value_dim == e
+        table = defaults.multihead_attention(e, fused=fused)
+        inits = {p: table[p] for p in shapes}
         if xavier:
             inits[("out", "kernel")] = init.xavier_uniform(in_axis=(0, 1), out_axis=2)
             bound = math.sqrt(3 / e)  # xavier_uniform_ on (1, 1, E): both fans E
             for p in (("bias_k",), ("bias_v",)):
                 if p in inits:
                     inits[p] = init.uniform(-bound, bound)
-        return {p: Param(s, _known(inits[p]), _MHA_AXES[p]) for p, s in shapes.items()}
-
-
-def _known(i: Initializer | None) -> Initializer:
-    if i is None:  # every rule spec above has one
-        raise AssertionError("the attention port rule gave no initializer")
-    return i
+        return {p: Param(s, inits[p], _MHA_AXES[p]) for p, s in shapes.items()}
 
 
 # ------------------------------------------------------------------ masks ---

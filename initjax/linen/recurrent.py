@@ -1,6 +1,6 @@
 """``flax.linen`` twins of torch's ``nn.RNN/LSTM/GRU`` and its cells (see :mod:`initjax.linen`).
 
-Thin classes over :mod:`initjax._recurrent`, which describes the parameters
+Thin classes over :mod:`initjax.functional.recurrent`, which describes the parameters
 and computes the forward pass; re-exported by :mod:`initjax.linen`.
 """
 
@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from flax.typing import Array, Dtype, Initializer, PrecisionLike
 
-from . import _recurrent as R
+from ..functional import recurrent as R
 
 __all__ = ["LSTM", "GRU", "SimpleRNN", "TorchLSTMCell", "TorchGRUCell", "TorchRNNCell"]
 

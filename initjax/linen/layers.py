@@ -1,28 +1,6 @@
-"""Drop-in ``flax.linen`` layers with PyTorch's initialization and numeric defaults.
-
-Each class has the constructor of the ``flax.linen`` layer it replaces (it *is*
-a subclass of it), so swapping ``nn.Dense(64)`` for ``ij.linen.Dense(64)`` is a
-one-word change. Parameters keep Flax's collections, names and shapes; only the
-defaults change:
-
-- initializers are torch's (:mod:`initjax.defaults`). An initializer field left
-  at ``None`` means "torch's default", resolved at init time from the real
-  fan_in (a Flax bias initializer sees only the bias shape, so the layer reads
-  the fan_in from its input). An initializer you pass always wins, and
-  ``nn.with_partitioning`` metadata on it is kept;
-- norms use torch's epsilons and its two-pass variance
-  (``use_fast_variance=False``), BatchNorm torch's momentum and unbiased
-  running variance, PReLU torch's 0.25.
-
-Layers that only change initializers run the stock Flax layer inside their own
-scope (``nn.share_scope``), so the computation is Flax's own. ``ConvTranspose``
-(which gains ``feature_group_count``), ``GRUCell`` (torch's per-gate biases)
-and ``Bilinear`` (new) compute themselves.
-
-Each docstring states the PyTorch module and how a torch ``state_dict`` maps
-onto the Flax parameters (torch tensors are ``W``/``b``; ``.T`` transposes a
-matrix; ``nd`` is the number of spatial dims).
-"""
+"""The flax.linen layers initjax replaces: linear, convolution, embedding,
+recurrent cells, attention and norms, with torch's defaults (see the package
+docstring, :mod:`initjax.linen`)."""
 
 from __future__ import annotations
 
@@ -37,10 +15,7 @@ from flax.linen.linear import PromoteDtypeFn, canonicalize_padding
 from flax.typing import Array, Dtype, Initializer, PrecisionLike
 from jax import lax
 
-from ._batch_norm import batch_count, running_average, unbiased_running_var
-from ._circular import wrap_circular
-from ._embedding import check_max_norm, embedding_renorm, lookup
-from .defaults import (
+from ..defaults import (
     BATCH_NORM_EPS,
     BATCH_NORM_MOMENTUM,
     GROUP_NORM_EPS,
@@ -59,7 +34,10 @@ from .defaults import (
     rnn_bias,
     rnn_uniform,
 )
-from .init import xavier_uniform
+from ..functional.batch_norm import batch_count, running_average, unbiased_running_var
+from ..functional.embedding import check_max_norm, embedding_renorm, lookup
+from ..functional.padding import wrap_circular
+from ..init import xavier_uniform
 
 __all__ = [
     "Dense",
@@ -816,46 +794,3 @@ class PReLU(nn.PReLU):
             self.param_dtype,
         )
         return jnp.where(inputs >= 0, inputs, jnp.asarray(slope, inputs.dtype) * inputs)
-
-
-# ------------------------------------ torch modules kept in modules of their own ---
-
-from ._linen_more import EmbeddingBag, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
-from ._linen_recurrent import (  # noqa: E402
-    GRU,
-    LSTM,
-    SimpleRNN,
-    TorchGRUCell,
-    TorchLSTMCell,
-    TorchRNNCell,
-)
-from ._linen_transformer import (  # noqa: E402
-    TorchMultiheadAttention,
-    Transformer,
-    TransformerDecoder,
-    TransformerDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    generate_square_subsequent_mask,
-)
-
-__all__ += [
-    "EmbeddingBag",
-    "InstanceNorm1d",
-    "InstanceNorm2d",
-    "InstanceNorm3d",
-    "embedding_renorm",
-    "LSTM",
-    "GRU",
-    "SimpleRNN",
-    "TorchLSTMCell",
-    "TorchGRUCell",
-    "TorchRNNCell",
-    "TorchMultiheadAttention",
-    "Transformer",
-    "TransformerDecoder",
-    "TransformerDecoderLayer",
-    "TransformerEncoder",
-    "TransformerEncoderLayer",
-    "generate_square_subsequent_mask",
-]

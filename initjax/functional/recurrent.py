@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.nn.initializers import Initializer
 
-from .defaults import rnn_uniform
+from ..defaults import rnn_uniform
 
 __all__ = [
     "LSTM_GATES",

@@ -1,29 +1,6 @@
-"""Drop-in ``flax.nnx`` layers with PyTorch's initialization and numeric defaults.
-
-Each class subclasses the ``flax.nnx`` layer of the same name and takes the
-same constructor arguments, so swapping ``nnx.Linear`` for ``ij.nnx.Linear``
-is a one-word change. Parameters keep Flax's names, shapes, ``nnx.Param`` type
-and metadata (``kernel_metadata=...``, ``nnx.with_partitioning``); what
-changes:
-
-- every ``*_init`` argument defaults to ``None``, meaning torch's default for
-  that parameter (see :mod:`initjax.defaults`); an initializer you pass wins;
-- norms: torch's epsilons, BatchNorm momentum ``0.9`` (torch's ``0.1``) and
-  unbiased running-variance update, and the two-pass variance
-  (``use_fast_variance=False``) as torch computes it;
-- PReLU starts at torch's ``0.25``;
-- new: ``feature_group_count`` on :class:`ConvTranspose`, ``padding_idx`` on
-  :class:`Embed`, the hidden-side n-gate bias ``bias_hn`` on :class:`GRUCell`,
-  and :class:`Bilinear`.
-
-Flax's conventions stay: channels-last inputs, conv padding ``'SAME'``, an
-``int`` kernel_size meaning a 1-D kernel, batch-major RNNs with LSTM carry
-``(c, h)``, attention masks where ``True`` attends.
-
-nnx creates parameters eagerly, in ``__init__`` order. Where Flax's structure
-allows, that order is the order torch draws them (weight, then bias); each
-class docstring says where it differs.
-"""
+"""The flax.nnx layers initjax replaces: linear, convolution, embedding,
+recurrent cells, attention and norms, with torch's defaults (see the package
+docstring, :mod:`initjax.nnx`)."""
 
 from __future__ import annotations
 
@@ -42,11 +19,8 @@ from flax.typing import Dtype, PrecisionLike, PromoteDtypeFn
 from jax import lax
 from jax.nn.initializers import Initializer
 
-from . import _sampling as S
-from ._batch_norm import batch_count, running_average, unbiased_running_var
-from ._circular import wrap_circular
-from ._embedding import check_max_norm, check_padding_idx, embedding_renorm, lookup
-from .defaults import (
+from .. import _sampling as S
+from ..defaults import (
     BATCH_NORM_EPS,
     BATCH_NORM_MOMENTUM,
     GROUP_NORM_EPS,
@@ -65,8 +39,11 @@ from .defaults import (
     rnn_bias,
     rnn_uniform,
 )
-from .fans import canonical_shape
-from .init import xavier_uniform, zeros
+from ..fans import canonical_shape
+from ..functional.batch_norm import batch_count, running_average, unbiased_running_var
+from ..functional.embedding import check_max_norm, check_padding_idx, embedding_renorm, lookup
+from ..functional.padding import wrap_circular
+from ..init import xavier_uniform, zeros
 
 __all__ = [
     "Linear",
@@ -993,45 +970,3 @@ class PReLU(nnx.PReLU):
                 f"got input shape {inputs.shape}"
             )
         return super().__call__(inputs)
-
-
-# ------------------------------------ torch modules kept in modules of their own ---
-
-from ._nnx_more import EmbeddingBag, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d  # noqa: E402
-from ._nnx_recurrent import (  # noqa: E402
-    GRU,
-    LSTM,
-    SimpleRNN,
-    TorchGRUCell,
-    TorchLSTMCell,
-    TorchRNNCell,
-)
-from ._nnx_transformer import (  # noqa: E402
-    TorchMultiheadAttention,
-    Transformer,
-    TransformerDecoder,
-    TransformerDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    generate_square_subsequent_mask,
-)
-
-__all__ += [
-    "EmbeddingBag",
-    "InstanceNorm1d",
-    "InstanceNorm2d",
-    "InstanceNorm3d",
-    "LSTM",
-    "GRU",
-    "SimpleRNN",
-    "TorchLSTMCell",
-    "TorchGRUCell",
-    "TorchRNNCell",
-    "TorchMultiheadAttention",
-    "Transformer",
-    "TransformerDecoder",
-    "TransformerDecoderLayer",
-    "TransformerEncoder",
-    "TransformerEncoderLayer",
-    "generate_square_subsequent_mask",
-]

@@ -1,7 +1,7 @@
 """torch's ``MultiheadAttention`` and Transformer modules as ``flax.nnx`` modules.
 
 Re-exported by :mod:`initjax.nnx`; the computation and the parameter
-description live in :mod:`initjax._transformer`, shared with linen.
+description live in :mod:`initjax.functional.attention`, shared with linen.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.typing import Dtype
 
-from . import _transformer as T
-from .defaults import LAYER_NORM_EPS
-from .nnx import LayerNorm, Linear
+from ..defaults import LAYER_NORM_EPS
+from ..functional import attention as T
+from .layers import LayerNorm, Linear
 
 __all__ = [
     "TorchMultiheadAttention",

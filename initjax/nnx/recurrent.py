@@ -1,6 +1,6 @@
 """``flax.nnx`` twins of torch's ``nn.RNN/LSTM/GRU`` and its cells (see :mod:`initjax.nnx`).
 
-Thin classes over :mod:`initjax._recurrent`, which describes the parameters
+Thin classes over :mod:`initjax.functional.recurrent`, which describes the parameters
 and computes the forward pass; re-exported by :mod:`initjax.nnx`.
 """
 
@@ -17,7 +17,7 @@ from flax import nnx
 from flax.typing import Dtype, PrecisionLike
 from jax.nn.initializers import Initializer
 
-from . import _recurrent as R
+from ..functional import recurrent as R
 
 __all__ = ["LSTM", "GRU", "SimpleRNN", "TorchLSTMCell", "TorchGRUCell", "TorchRNNCell"]
 
