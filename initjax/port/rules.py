@@ -315,7 +315,9 @@ def _spatial_first(n: int) -> tuple[int, ...]:
     return (*range(2, n), 1, 0)
 
 
-def _conv_hint(name: str, torch_shape: tuple[int, ...], shape: tuple[int, ...], in_axis: int):
+def _conv_hint(
+    name: str, torch_shape: tuple[int, ...], shape: tuple[int, ...], in_axis: int
+) -> str:
     """Why a conv's torch ``weight`` (input channels on ``in_axis``) misfits the Flax kernel."""
     if name != "weight":
         return ""
