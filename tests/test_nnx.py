@@ -678,6 +678,9 @@ def test_sharding_metadata_is_kept():
         m = inn.GRUCell(3, 4, bias_metadata={"out_sharding": ("a",)}, rngs=nnx.Rngs(0))
         assert m.bias_hn.get_metadata()["out_sharding"] == ("a",)
         assert m.dense_i.bias.get_metadata()["out_sharding"] == ("a",)
+        # PReLU's per-channel slopes (n > 1) take the metadata, not its scalar default.
+        m = inn.PReLU(num_parameters=4, negative_slope_metadata={"out_sharding": ("a",)})
+        assert m.negative_slope[...].sharding.spec == jax.P("a")
 
 
 def test_user_initializers_win():

@@ -16,6 +16,7 @@ from flax.typing import Array, Dtype
 
 from ..defaults import LAYER_NORM_EPS, linear_bias, linear_kernel
 from ..functional import attention as T
+from ..functional.attention import generate_square_subsequent_mask
 from ..init import ones, zeros
 from .layers import Dense, LayerNorm
 
@@ -28,8 +29,6 @@ __all__ = [
     "Transformer",
     "generate_square_subsequent_mask",
 ]
-
-generate_square_subsequent_mask = T.generate_square_subsequent_mask
 
 
 def _boxed(init, axes: tuple[str, ...], logical: bool):

@@ -949,10 +949,10 @@ class PReLU(nnx.PReLU):
         n = num_parameters
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"num_parameters must be a positive int, got {n!r}")
-        super().__init__(
+        super().__init__(  # the scalar slope; replaced below when n > 1
             negative_slope_init,
             param_dtype=param_dtype,
-            negative_slope_metadata=negative_slope_metadata,
+            negative_slope_metadata=negative_slope_metadata if n == 1 else _NO_METADATA,
             **kwargs,
         )
         if n > 1:

@@ -18,6 +18,7 @@ from flax.typing import Dtype
 
 from ..defaults import LAYER_NORM_EPS
 from ..functional import attention as T
+from ..functional.attention import generate_square_subsequent_mask
 from .layers import LayerNorm, Linear
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 Array = jax.Array
-generate_square_subsequent_mask = T.generate_square_subsequent_mask
 
 
 def _meta(axes: tuple[str, ...], logical: bool) -> dict[str, Any]:

@@ -24,10 +24,10 @@ from ._safetensors import MAX_HEADER_BYTES, load_safetensors
 
 __all__ = ["to_torch_tensors", "UnsafeCheckpointError", "StateDict", "Source", "load_one"]
 
-#: A state_dict as initjax holds it: torch key -> numpy array.
 StateDict = dict[str, np.ndarray]
-#: What the porting functions accept: a file path or an in-memory state_dict.
+"""A state_dict as initjax holds it: torch key -> numpy array."""
 Source = str | os.PathLike[str] | Mapping[str, Any]
+"""What the porting functions accept: a file path or an in-memory state_dict."""
 
 
 class UnsafeCheckpointError(ValueError):

@@ -245,6 +245,7 @@ def _port(
                 mismatched.append(
                     f"{k}: torch shape {tuple(state[k].shape)}, but {where} needs {shape}"
                     + _in(state, k)
+                    + layer.rule.hint(name, tuple(state[k].shape), shape)
                 )
 
         for var, spec in sorted(specs.items()):

@@ -29,9 +29,9 @@ from typing import Literal
 
 __all__ = ["Rename", "Flavor", "make_rename", "torch_paths", "default_torch_key"]
 
-#: A user rename: ``[(pattern, replacement), ...]`` applied in order with
-#: :func:`re.sub`, or a function from key to key.
 Rename = Callable[[str], str] | Sequence[tuple[str, str]] | None
+"""A user rename: ``[(pattern, replacement), ...]`` applied in order with
+:func:`re.sub`, or a function from key to key."""
 Flavor = Literal["linen", "nnx"]
 Path = tuple[str, ...]
 

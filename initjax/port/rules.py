@@ -98,6 +98,11 @@ class Rule:
         """The torch tensors of the layer, from its Flax variables (``jax.numpy``)."""
         raise NotImplementedError
 
+    def hint(self, name: str, torch_shape: tuple[int, ...], shape: tuple[int, ...]) -> str:
+        """The likely cause, for the error message, of torch's tensor ``name`` having
+        ``torch_shape`` where the layer needs ``shape`` (``""``: none known)."""
+        return ""
+
 
 Box = tuple[tuple[int, int], ...]
 
@@ -310,6 +315,29 @@ def _spatial_first(n: int) -> tuple[int, ...]:
     return (*range(2, n), 1, 0)
 
 
+def _conv_hint(
+    name: str, torch_shape: tuple[int, ...], shape: tuple[int, ...], in_axis: int
+) -> str:
+    """Why a conv's torch ``weight`` (input channels on ``in_axis``) misfits the Flax kernel."""
+    if name != "weight":
+        return ""
+    if len(torch_shape) != len(shape):
+        k, t = len(shape) - 2, len(torch_shape) - 2
+        int_size = " (an int kernel_size is a 1-D kernel in Flax)" if k == 1 else ""
+        return (
+            f"; the Flax kernel is {k}-D and torch's weight {t}-D{int_size}: "
+            f"build the layer with kernel_size={tuple(torch_shape[2:])}"
+        )
+    if torch_shape[in_axis] != shape[in_axis]:
+        return (
+            f"; Flax convolutions are channels-last: the layer takes {shape[in_axis]} input "
+            f"channels, torch's weight {torch_shape[in_axis]} (linen reads them from the last "
+            "axis of the example input: give it as (N, ..., C), not torch's (N, C, ...); "
+            "nnx: in_features)"
+        )
+    return ""
+
+
 @dataclass(frozen=True)
 class Conv(Rule):
     """``torch.nn.Conv1d/2d/3d`` <-> Conv: ``kernel (*k, in/g, out)`` = ``weight (out, in/g, *k)``
@@ -325,6 +353,9 @@ class Conv(Rule):
         if _has(target, P, "bias"):
             out[(P, "bias")] = Spec(("bias",), _same, defaults.conv_bias(math.prod(shape[:-1])))
         return out
+
+    def hint(self, name, torch_shape, shape):
+        return _conv_hint(name, torch_shape, shape, in_axis=1)
 
     def to_torch(self, leaves):
         k = leaves[(P, "kernel")]
@@ -353,6 +384,9 @@ class ConvTranspose(Rule):
     def __post_init__(self):
         if self.groups < 1:
             raise ValueError(f"ConvTranspose rule needs groups >= 1, got {self.groups}")
+
+    def hint(self, name, torch_shape, shape):
+        return _conv_hint(name, torch_shape, shape, in_axis=0)
 
     def specs(self, target):
         shape = target[(P, "kernel")]

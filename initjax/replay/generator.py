@@ -26,11 +26,11 @@ from ._mt import Engine, N
 
 __all__ = ["TorchGenerator", "CAPABILITIES", "STATE_SIZE"]
 
-#: Kernel capabilities: "avx2" and "avx512" (identical numbers) or "default".
 CAPABILITIES: tuple[str, ...] = ("avx2", "avx512", "default")
+"""Kernel capabilities: "avx2" and "avx512" (identical numbers) or "default"."""
 
-#: Bytes in ``torch.get_rng_state()`` for the CPU generator.
 STATE_SIZE = 5056
+"""Bytes in ``torch.get_rng_state()`` for the CPU generator."""
 
 # torch's CPUGeneratorImplState: the legacy THGeneratorState (seed, left,
 # seeded, next, 624 words as uint64, normal_x, normal_y, normal_rho,

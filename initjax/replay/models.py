@@ -50,10 +50,10 @@ __all__ = ["torch_init", "torch_variables", "draw_layer", "parameter_map", "Reci
 Path = tuple[str, ...]
 State = dict[str, np.ndarray]
 
-#: A layer's own draw recipe: ``recipe(generator, shapes, dtype) -> state``, given the
-#: torch tensors' names and shapes (as the layer's port rule names them) and returning
-#: their values in torch's layout, drawn in torch's order (like :mod:`.modules`).
 Recipe = Callable[[TorchGenerator, Mapping[str, tuple[int, ...]], np.dtype], Mapping[str, Any]]
+"""A layer's own draw recipe: ``recipe(generator, shapes, dtype) -> state``, given the
+torch tensors' names and shapes (as the layer's port rule names them) and returning
+their values in torch's layout, drawn in torch's order (like :mod:`.modules`)."""
 
 _GATES_TO_MODE = {1: "RNN_TANH", 3: "GRU", 4: "LSTM"}
 

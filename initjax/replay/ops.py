@@ -43,8 +43,8 @@ from .generator import TorchGenerator
 
 __all__ = ["uniform_", "normal_", "rand", "randn", "randperm", "as_dtype", "DTYPES"]
 
-#: The dtypes the replay ops produce.
 DTYPES: tuple[np.dtype, ...] = (F32, F64, F16, BF16)
+"""The dtypes the replay ops produce."""
 
 DTypeLike = Any
 
