@@ -24,7 +24,7 @@
   matching optax state and back, through the same rules as the parameters.
 """
 
-from . import clip, lr_scheduler
+from . import clip, lr_scheduler, state
 from ._adam import Adam, AdamState, AdamW
 from ._adam_variants import Adamax, AdamaxState, NAdam, NAdamState, RAdam, RAdamState
 from ._adaptive import Adadelta, Adagrad, AdagradState, RMSprop, RMSpropState
@@ -52,4 +52,5 @@ __all__ = [
     "clip_grad_norm",
     "clip_grad_value",
     "lr_scheduler",
+    "state",
 ]
