@@ -70,21 +70,25 @@ def _flax_model(state_dict) -> Net:
     return model
 
 
-def _jax_train(model: Net, tx, opt_state, steps: int):
+def _trainer(tx):
+    """``train(model, opt_state, steps)``: full-batch steps in JAX, compiled once per ``tx``."""
     x, y = (jnp.asarray(a) for a in _data())
-    graphdef, params = nnx.split(model, nnx.Param)
 
     @jax.jit
-    def step(params, opt_state):
+    def step(graphdef, params, opt_state):
         def loss(p):
             return jnp.mean((nnx.merge(graphdef, p)(x) - y) ** 2)
 
         updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    for _ in range(steps):
-        params, opt_state = step(params, opt_state)
-    return nnx.merge(graphdef, params), opt_state
+    def train(model: Net, opt_state, steps: int):
+        graphdef, params = nnx.split(model, nnx.Param)
+        for _ in range(steps):
+            params, opt_state = step(graphdef, params, opt_state)
+        return nnx.merge(graphdef, params), opt_state
+
+    return train
 
 
 def _assert_params_close(flax_model: Net, torch_model, label: str) -> None:
@@ -97,6 +101,7 @@ def _assert_params_close(flax_model: Net, torch_model, label: str) -> None:
 def test_resume_across_frameworks(name, kwargs, tmp_path):
     make_torch = getattr(torch.optim, name)
     tx = getattr(ij.optim, name)(**kwargs)
+    train = _trainer(tx)
     reference = _torch_model()
     half = copy.deepcopy(reference)
     _torch_train(reference, make_torch(reference.parameters(), **kwargs), 20)
@@ -112,7 +117,7 @@ def test_resume_across_frameworks(name, kwargs, tmp_path):
     opt_state = ostate.torch_to_nnx_state(
         ckpt["optim"], tx, model, names, step=10, torch_keys=keys, rename=RENAME
     )
-    resumed, _ = _jax_train(model, tx, opt_state, 10)
+    resumed, _ = train(model, opt_state, 10)
     _assert_params_close(resumed, reference, f"{name} torch 10 + jax 10")
 
     # exact round trip of the state itself
@@ -127,7 +132,7 @@ def test_resume_across_frameworks(name, kwargs, tmp_path):
     # JAX -> torch: 10 steps in JAX from torch's start, then 10 more in torch
     start = _torch_model()
     model = _flax_model(start.state_dict())
-    trained, opt_state = _jax_train(model, tx, tx.init(nnx.state(model, nnx.Param)), 10)
+    trained, opt_state = train(model, tx.init(nnx.state(model, nnx.Param)), 10)
     torch_opt = make_torch(start.parameters(), **kwargs)
     groups = torch_opt.state_dict()["param_groups"]
     torch_opt.load_state_dict(
