@@ -314,3 +314,14 @@ def test_weight_decay_without_params_raises():
     grads = {"w": jnp.ones(3)}
     with pytest.raises(ValueError, match="weight_decay needs the params"):
         tx.update(grads, tx.init(grads))
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [ij.optim.Adam(amsgrad=True), ij.optim.RMSprop(momentum=0.9, centered=True), ij.optim.NAdam()],
+)
+def test_state_fields_own_their_buffers(tx):
+    """A step that donates the state (``donate_argnums``) must not receive a buffer twice."""
+    params = {"w": jnp.ones(3)}
+    moments = [x for x in jax.tree.leaves(tx.init(params)) if x.ndim]
+    assert len({x.unsafe_buffer_pointer() for x in moments}) == len(moments)

@@ -97,8 +97,8 @@ def _adam(
     cycled = C.cycled_momentum(lr)
 
     def init(params: optax.Params) -> AdamState:
-        zeros = C.zeros(params)
-        return AdamState(C.count0(), zeros, zeros, zeros if amsgrad else None)
+        v_max = C.zeros(params) if amsgrad else None
+        return AdamState(C.count0(), C.zeros(params), C.zeros(params), v_max)
 
     def update(
         updates: optax.Updates, state: AdamState, params: optax.Params | None = None

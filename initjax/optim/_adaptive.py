@@ -60,10 +60,9 @@ def RMSprop(
     buffered = momentum > 0 or cycled is not None
 
     def init(params: optax.Params) -> RMSpropState:
-        zeros = C.zeros(params)
-        return RMSpropState(
-            C.count0(), zeros, zeros if buffered else None, zeros if centered else None
-        )
+        buf = C.zeros(params) if buffered else None
+        avg = C.zeros(params) if centered else None
+        return RMSpropState(C.count0(), C.zeros(params), buf, avg)
 
     def update(
         updates: optax.Updates, state: RMSpropState, params: optax.Params | None = None

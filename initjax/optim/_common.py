@@ -117,7 +117,10 @@ def decoupled_decay(
 
 
 def zeros(params: optax.Params) -> optax.Updates:
-    """A float32-or-param-dtype zero tree shaped like ``params``."""
+    """Zeros shaped like ``params``, in their dtypes.
+
+    One call per state field: fields sharing buffers could not be donated.
+    """
     return jax.tree.map(jnp.zeros_like, params)
 
 
