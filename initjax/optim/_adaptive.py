@@ -113,7 +113,8 @@ def Adagrad(
         update = -lr / (1 + (t - 1) * lr_decay) * g / (sqrt(S) + eps)
 
     Differs from ``optax.adagrad``: the accumulator starts at 0 (optax 0.1),
-    eps is 1e-10 (optax 1e-7) outside the square root, and ``lr_decay``.
+    eps is 1e-10 and added outside the square root (optax: 1e-7, inside), and
+    ``lr_decay``.
 
     Raises:
       ValueError: torch's argument checks; a ``OneCycleLR`` that cycles
