@@ -10,9 +10,10 @@ parameters and gradients (GPT-2 small's 148 tensors, 124M float32 values):
 - ``torch.optim.X(params, foreach=True).step()`` with ``.grad`` set: torch's
   multi-tensor kernels.
 
-Each row is one step after a warm-up step (which also compiles); medians over
-the rounds. The update is memory-bound: each element is read and written a few
-times per step, so the times follow the number of state tensors.
+Each row is one step, after a first step that compiles (JAX) or creates the
+state (torch) and a warm-up round; medians over up to ``--reps`` rounds. The
+update is memory-bound: each element is read and written a few times per
+step, so the times follow the number of state tensors.
 
     python benchmarks/bench_optim.py           # GPT-2 small, 124M parameters
     python benchmarks/bench_optim.py --small   # a ~20x smaller tree, quick
@@ -125,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a ~20x smaller tree (quick)")
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds per optimizer")
     args = parser.parse_args()
     d, layers, vocab = (256, 4, 8192) if args.small else (768, 12, 50257)
     shapes = gpt2_shapes(d, layers, vocab, 1024)
@@ -141,7 +143,9 @@ def main() -> None:
             "optax": jax_stepper(plain(), params, grads),
             "torch": torch_stepper(name, params, grads),
         }
-        t = h.interleaved_medians(fns, args.reps, budget_s=20.0)
+        for fn in fns.values():  # compile (and, for torch, create the state) first
+            h.seconds(fn)
+        t = h.interleaved_medians(fns, args.reps, budget_s=args.budget)
         rows.append(
             [
                 name,
