@@ -270,3 +270,13 @@ def test_sgd_needs_the_step_and_unsupported_optimizers_are_refused():
         _port(opt.state_dict(), ij.optim.SGD(0.1, momentum=0.9), model, names, torch_model)
     with pytest.raises(ValueError, match="holds no optimizer state this port supports"):
         _port(opt.state_dict(), ij.optim.Adadelta(), model, names, torch_model)
+
+
+def test_state_from_a_pt_file(tmp_path):
+    model, sd, names, torch_model = _adam_checkpoint()
+    torch.save(sd, tmp_path / "optim.pt")
+    tx = ij.optim.Adam(1e-2)
+    from_file = _port(str(tmp_path / "optim.pt"), tx, model, names, torch_model)
+    in_memory = _port(sd, tx, model, names, torch_model)
+    for a, b in zip(jax.tree.leaves(from_file), jax.tree.leaves(in_memory), strict=True):
+        np.testing.assert_array_equal(a, b)
