@@ -280,3 +280,29 @@ def test_state_from_a_pt_file(tmp_path):
     in_memory = _port(sd, tx, model, names, torch_model)
     for a, b in zip(jax.tree.leaves(from_file), jax.tree.leaves(in_memory), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_summed_recurrent_biases_are_refused():
+    """Flax's cell holds bias_ih + bias_hh as one bias: no faithful moment, so no port."""
+    import flax.linen as nn
+
+    class RNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.RNN(nn.OptimizedLSTMCell(5, parent=None), name="rnn")(x)
+
+    torch_lstm = torch.nn.LSTM(3, 5, batch_first=True)
+    opt = torch.optim.Adam(torch_lstm.parameters())
+    torch_lstm(torch.ones(2, 4, 3))[0].sum().backward()
+    opt.step()
+    x = np.zeros((2, 4, 3), np.float32)
+    flax_model = RNN()
+    layers = port.linen_layers(flax_model, x)
+    sd = {f"rnn.{k}": v for k, v in torch_lstm.state_dict().items()}
+    abstract = jax.eval_shape(flax_model.init, jax.random.key(0), x)
+    variables, _ = port.torch_to_linen(sd, abstract, layers)
+    names = [f"rnn.{n}" for n, _ in torch_lstm.named_parameters()]
+    with pytest.raises(port.PortError, match="rnn.bias_hh_l0: no Flax parameter makes it"):
+        ostate.torch_to_linen_state(
+            opt.state_dict(), ij.optim.Adam(), variables, layers, names, torch_keys=sd.keys()
+        )

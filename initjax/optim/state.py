@@ -16,10 +16,11 @@ Supported: the states of :func:`~initjax.optim.SGD` (with momentum),
 included), :func:`~initjax.optim.RMSprop`, :func:`~initjax.optim.Adagrad`,
 :func:`~initjax.optim.Adamax`, :func:`~initjax.optim.NAdam` and
 :func:`~initjax.optim.RAdam`, anywhere in ``tx`` (``optax.chain``,
-``optax.multi_transform`` for param groups). Layers whose rule adds torch
-tensors together (a recurrent cell's ``bias_ih + bias_hh``) have no
-faithful moment (a moment of a sum is not the sum of the moments): port
-those optimizers' states only for models without them.
+``optax.multi_transform`` for param groups). A layer whose rule adds torch
+tensors together (a Flax recurrent cell's one bias for torch's
+``bias_ih + bias_hh``) has no faithful moment (a moment of a sum is not the
+sum of the moments): the port refuses it, naming the torch tensor no Flax
+parameter makes (``bias_hh``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class _Layout:
         self._port = port
         marked = export(jax.tree.map(lambda p: jnp.full(jnp.shape(p), jnp.nan, p.dtype), params))
         self.param_keys = [k for k, v in marked.items() if np.isnan(np.asarray(v, float)).any()]
-        self.buffers = {k: v for k, v in marked.items() if k not in set(self.param_keys)}
+        made = set(self.param_keys)
+        self.buffers = {k: v for k, v in marked.items() if k not in made}
 
     def to_flax(self, moments: Mapping[str, np.ndarray]) -> Any:
         return self._port({**self.buffers, **moments})
@@ -90,6 +92,7 @@ def _nnx_layout(
 ) -> _Layout:
     from flax import nnx
 
+    keys = None if torch_keys is None else list(torch_keys)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def with_params(tree: Any) -> Any:
@@ -97,7 +100,6 @@ def _nnx_layout(
         return nnx.merge(graphdef, jax.tree.map(lambda x: x, tree), jax.tree.map(lambda x: x, rest))
 
     def export(tree: Any) -> dict[str, np.ndarray]:
-        keys = None if torch_keys is None else list(torch_keys)
         return nnx_to_torch(with_params(tree), torch_keys=keys, rename=rename, rules=rules)
 
     def port(state_dict: dict[str, Any]) -> Any:
@@ -115,8 +117,9 @@ def _linen_layout(
     rename: Rename,
     rules: Any,
 ) -> _Layout:
+    keys = None if torch_keys is None else list(torch_keys)
+
     def export(tree: Any) -> dict[str, np.ndarray]:
-        keys = None if torch_keys is None else list(torch_keys)
         return linen_to_torch(
             {**variables, "params": tree}, layers, torch_keys=keys, rename=rename, rules=rules
         )
@@ -131,7 +134,7 @@ def _linen_layout(
 # ------------------------------------------------------- the optax states ---
 
 
-def _states(tree: Any, found: list[Any]) -> Any:
+def _states(tree: Any, found: list[Any]) -> list[Any]:
     """Every initjax.optim state in an optax state tree (into ``found``), in order."""
     if isinstance(tree, _STATES):
         found.append(tree)
