@@ -34,11 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..port import PortError, PortReport, Rename, linen_to_torch, nnx_to_torch, torch_to_linen
-from ..port import torch_to_nnx as _port_torch_to_nnx
+from ..port import PortError, PortReport, Rename
 from ._adam import AdamState
 from ._adam_variants import AdamaxState, NAdamState, RAdamState
 from ._adaptive import AdagradState, RMSpropState
+from ._layout import Layout, linen_layout, nnx_layout
 from ._sgd import SGDState
 
 __all__ = [
@@ -51,84 +51,6 @@ __all__ = [
 _STATES = (SGDState, AdamState, RMSpropState, AdagradState, AdamaxState, NAdamState, RAdamState)
 _SCALARS = ("count", "mu_product")  # fields that are not per-parameter moments
 _KeyPath = tuple[Any, ...]
-
-
-# ------------------------------------------------------------ the layouts ---
-
-
-class _Layout:
-    """One Flax model seen from torch: its parameter keys, buffers and moment ports.
-
-    ``to_flax(state_dict)`` ports ``{param key: tensor}`` onto a copy of the
-    model's parameters (a tree shaped as ``tx.init`` takes them);
-    ``to_torch(tree)`` does the reverse. ``param_keys`` are the torch keys
-    made from Flax parameters, found by exporting the model with every
-    parameter set to NaN (the buffers stay finite).
-    """
-
-    def __init__(
-        self,
-        params: Any,
-        export: Callable[[Any], dict[str, np.ndarray]],
-        port: Callable[[dict[str, Any]], Any],
-    ):
-        self.params = params
-        self._export = export
-        self._port = port
-        marked = export(jax.tree.map(lambda p: jnp.full(jnp.shape(p), jnp.nan, p.dtype), params))
-        self.param_keys = [k for k, v in marked.items() if np.isnan(np.asarray(v, float)).any()]
-        made = set(self.param_keys)
-        self.buffers = {k: v for k, v in marked.items() if k not in made}
-
-    def to_flax(self, moments: Mapping[str, np.ndarray]) -> Any:
-        return self._port({**self.buffers, **moments})
-
-    def to_torch(self, tree: Any) -> dict[str, np.ndarray]:
-        return self._export(tree)
-
-
-def _nnx_layout(
-    model: Any, torch_keys: Iterable[str] | None, rename: Rename, rules: Any
-) -> _Layout:
-    from flax import nnx
-
-    keys = None if torch_keys is None else list(torch_keys)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def with_params(tree: Any) -> Any:
-        # fresh Variables (tree_map rebuilds them): ports never write into ``model``
-        return nnx.merge(graphdef, jax.tree.map(lambda x: x, tree), jax.tree.map(lambda x: x, rest))
-
-    def export(tree: Any) -> dict[str, np.ndarray]:
-        return nnx_to_torch(with_params(tree), torch_keys=keys, rename=rename, rules=rules)
-
-    def port(state_dict: dict[str, Any]) -> Any:
-        copy = with_params(params)
-        _port_torch_to_nnx(state_dict, copy, rename=rename, rules=rules)
-        return nnx.state(copy, nnx.Param)
-
-    return _Layout(params, export, port)
-
-
-def _linen_layout(
-    variables: Mapping[str, Any],
-    layers: Mapping[tuple[str, ...], Any],
-    torch_keys: Iterable[str] | None,
-    rename: Rename,
-    rules: Any,
-) -> _Layout:
-    keys = None if torch_keys is None else list(torch_keys)
-
-    def export(tree: Any) -> dict[str, np.ndarray]:
-        return linen_to_torch(
-            {**variables, "params": tree}, layers, torch_keys=keys, rename=rename, rules=rules
-        )
-
-    def port(state_dict: dict[str, Any]) -> Any:
-        out, _ = torch_to_linen(state_dict, variables, layers, rename=rename, rules=rules)
-        return out["params"]
-
-    return _Layout(variables["params"], export, port)
 
 
 # ------------------------------------------------------- the optax states ---
@@ -216,7 +138,7 @@ def _index_names(groups: Sequence[Mapping[str, Any]], param_names: Sequence[str]
 def _to_optax(
     source: Mapping[str, Any] | str | os.PathLike[str],
     tx: optax.GradientTransformation,
-    layout: _Layout,
+    layout: Layout,
     param_names: Sequence[str],
     step: int | None,
 ) -> optax.OptState:
@@ -322,7 +244,7 @@ def torch_to_nnx_state(
         entry, parameter not in ``param_names`` (and the reverse), or step
         counts that differ, listed together.
     """
-    layout = _nnx_layout(model, torch_keys, rename, rules)
+    layout = nnx_layout(model, torch_keys, rename, rules)
     return _to_optax(source, tx, layout, param_names, step)
 
 
@@ -343,7 +265,7 @@ def torch_to_linen_state(
     ``variables`` and ``layers`` as :func:`initjax.port.torch_to_linen` takes
     them (the ported variables).
     """
-    layout = _linen_layout(variables, layers, torch_keys, rename, rules)
+    layout = linen_layout(variables, layers, torch_keys, rename, rules)
     return _to_optax(source, tx, layout, param_names, step)
 
 
@@ -352,7 +274,7 @@ def torch_to_linen_state(
 
 def _to_torch(
     opt_state: optax.OptState,
-    layout: _Layout,
+    layout: Layout,
     param_names: Sequence[str],
     param_groups: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
@@ -432,7 +354,7 @@ def nnx_to_torch_state(
       torch_keys, rename, rules: as in :func:`initjax.port.nnx_to_torch`.
     """
     return _to_torch(
-        opt_state, _nnx_layout(model, torch_keys, rename, rules), param_names, param_groups
+        opt_state, nnx_layout(model, torch_keys, rename, rules), param_names, param_groups
     )
 
 
@@ -448,5 +370,5 @@ def linen_to_torch_state(
     rules: Any = None,
 ) -> dict[str, Any]:
     """:func:`nnx_to_torch_state` for a linen model's ``variables`` and ``layers``."""
-    layout = _linen_layout(variables, layers, torch_keys, rename, rules)
+    layout = linen_layout(variables, layers, torch_keys, rename, rules)
     return _to_torch(opt_state, layout, param_names, param_groups)
