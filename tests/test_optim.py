@@ -165,24 +165,29 @@ def test_scheduled_optimizer_matches_torch(name, kwargs, sched, torch_sched):
     assert_close(got, want, f"{name}({kwargs}) + {sched(lr).__class__.__name__} schedule")
 
 
-def test_reduce_lr_on_plateau_matches_torch():
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("SGD", {"lr": 0.05, "momentum": 0.9}), ("AdamW", {"lr": 0.01, "weight_decay": 0.1})],
+)
+def test_reduce_lr_on_plateau_matches_torch(name, kwargs):
+    """Scaling the whole update by lr_now / lr is torch's step (decoupled decay included)."""
     params, grads = start_params(), gradients()
     # a metric that improves, stalls (ties and threshold-close values), then improves again
     rng = np.random.default_rng(2)
     metrics = np.concatenate(
         [np.linspace(2.0, 1.0, 10), 1.0 + 0.01 * rng.random(25), np.linspace(0.9, 0.5, 15)]
     ).astype(np.float32)
-    kw = {"factor": 0.5, "patience": 3, "cooldown": 2, "min_lr": 0.004}
+    kw = {"factor": 0.5, "patience": 3, "cooldown": 2, "min_lr": kwargs["lr"] / 12}
     want = torch_run(
-        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        lambda p: getattr(torch.optim, name)(p, **kwargs),
         params,
         grads,
         lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, **kw),
         metrics,
     )
-    tx = optax.chain(ij.optim.SGD(0.05, momentum=0.9), S.ReduceLROnPlateau(0.05, **kw))
+    tx = optax.chain(getattr(ij.optim, name)(**kwargs), S.ReduceLROnPlateau(kwargs["lr"], **kw))
     got = jax_run(tx, params, grads, metrics)
-    assert_close(got, want, "SGD + ReduceLROnPlateau")
+    assert_close(got, want, f"{name} + ReduceLROnPlateau")
 
 
 # ------------------------------------------------------ parameter groups ---
