@@ -149,9 +149,19 @@ SCHEDULED = [
 @pytest.mark.parametrize(
     ("name", "kwargs", "sched", "torch_sched"),
     SCHEDULED,
-    ids=[f"{n}-{i}" for i, (n, *_) in enumerate(SCHEDULED)],
+    ids=[
+        "SGD-StepLR",
+        "SGD-OneCycleLR",
+        "SGD-no-momentum-OneCycleLR-three_phase",
+        "Adam-amsgrad-OneCycleLR-linear",
+        "AdamW-OneCycleLR-momentum-0.7-0.9",
+        "RMSprop-OneCycleLR",
+        "NAdam-OneCycleLR",
+        "Adagrad-CosineAnnealingLR",
+        "AdamW-SequentialLR",
+    ],
 )
-def test_scheduled_optimizer_matches_torch(name, kwargs, sched, torch_sched):
+def test_scheduled_optimizer_matches_torch(name, kwargs, sched, torch_sched, request):
     params, grads = start_params(), gradients()
     kwargs = dict(kwargs)
     lr = kwargs.pop("lr", 0.05)  # RMSprop's steps are ~lr * 10 at first: a smaller lr
@@ -162,7 +172,7 @@ def test_scheduled_optimizer_matches_torch(name, kwargs, sched, torch_sched):
         lambda o: torch_sched(o, lr),
     )
     got = jax_run(getattr(ij.optim, name)(lr=sched(lr), **kwargs), params, grads)
-    assert_close(got, want, f"{name}({kwargs}) + {sched(lr).__class__.__name__} schedule")
+    assert_close(got, want, request.node.callspec.id)
 
 
 @pytest.mark.parametrize(
