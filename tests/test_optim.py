@@ -340,3 +340,19 @@ def test_state_fields_own_their_buffers(tx):
     params = {"w": jnp.ones(3)}
     moments = [x for x in jax.tree.leaves(tx.init(params)) if x.ndim]
     assert len({x.unsafe_buffer_pointer() for x in moments}) == len(moments)
+
+
+@pytest.mark.parametrize(
+    "name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam"]
+)
+def test_bfloat16_params_keep_bfloat16_updates_and_state(name):
+    """float32 scalars (a schedule's lr, OneCycleLR's beta1) do not promote the state."""
+    lr = S.StepLR(0.01, 3) if name == "Adagrad" else S.OneCycleLR(0.01, total_steps=10)
+    tx = getattr(ij.optim, name)(lr)
+    params = {"w": jnp.ones((2, 3), jnp.bfloat16)}
+    state = tx.init(params)
+    for _ in range(2):
+        updates, state = tx.update(params, state, params)
+        assert updates["w"].dtype == jnp.bfloat16
+        moments = [x for x in jax.tree.leaves(state) if x.ndim]
+        assert moments and all(x.dtype == jnp.bfloat16 for x in moments)

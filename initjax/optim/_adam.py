@@ -121,6 +121,6 @@ def _adam(
         )
         if decoupled:
             steps = C.decoupled_decay(steps, params, lr_t, weight_decay)
-        return steps, AdamState(t, m, v, v_max)
+        return C.same_dtypes(updates, state, (steps, AdamState(t, m, v, v_max)))
 
     return C.transformation(init, update)

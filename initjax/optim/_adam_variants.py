@@ -69,7 +69,7 @@ def Adamax(
         )
         clr = lr_t / C.one_minus_pow(b1, t)
         steps = jax.tree.map(lambda m, u: -clr * (m / u), m, u)
-        return steps, AdamaxState(t, m, u)
+        return C.same_dtypes(updates, state, (steps, AdamaxState(t, m, u)))
 
     return C.transformation(init, update)
 
@@ -142,7 +142,7 @@ def NAdam(
         steps = jax.tree.map(step, grads, m, v)
         if decoupled_weight_decay:
             steps = C.decoupled_decay(steps, params, lr_t, weight_decay)
-        return steps, NAdamState(t, mu_product, m, v)
+        return C.same_dtypes(updates, state, (steps, NAdamState(t, mu_product, m, v)))
 
     return C.transformation(init, update)
 
@@ -219,6 +219,6 @@ def RAdam(
         steps = jax.tree.map(step, m, v)
         if decoupled_weight_decay:
             steps = C.decoupled_decay(steps, params, lr_t, weight_decay)
-        return steps, RAdamState(t, m, v)
+        return C.same_dtypes(updates, state, (steps, RAdamState(t, m, v)))
 
     return C.transformation(init, update)

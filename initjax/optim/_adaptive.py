@@ -83,7 +83,7 @@ def RMSprop(
             mom = cycled(state.count) if cycled is not None else momentum
             buf = jax.tree.map(lambda b, g, d: mom * b + g / d, buf, grads, denom)
             steps = jax.tree.map(lambda b: -lr_t * b, buf)
-        return steps, RMSpropState(state.count + 1, s, buf, a)
+        return C.same_dtypes(updates, state, (steps, RMSpropState(state.count + 1, s, buf, a)))
 
     return C.transformation(init, update)
 
@@ -141,7 +141,7 @@ def Adagrad(
         clr = C.lr_at(lr, state.count) / (1.0 + state.count.astype(jnp.float32) * lr_decay)
         acc = jax.tree.map(lambda s, g: s + g * g, state.sum, grads)
         steps = jax.tree.map(lambda g, s: -clr * (g / (jnp.sqrt(s) + eps)), grads, acc)
-        return steps, AdagradState(state.count + 1, acc)
+        return C.same_dtypes(updates, state, (steps, AdagradState(state.count + 1, acc)))
 
     return C.transformation(init, update)
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 S = TypeVar("S")
+NT = TypeVar("NT", bound=tuple[Any, ...])  # a NamedTuple state
 
 #: A schedule: the step count (int32, from 0) to a float32 value.
 Schedule = Callable[[Any], jax.Array]
@@ -126,6 +127,24 @@ def zeros(params: optax.Params) -> optax.Updates:
 
 def count0() -> jax.Array:
     return jnp.zeros([], jnp.int32)
+
+
+def same_dtypes(
+    updates: optax.Updates, state: NT, result: tuple[optax.Updates, NT]
+) -> tuple[optax.Updates, NT]:
+    """``result`` with the updates in the gradients' dtypes and the state in its own.
+
+    The float32 scalars (the lr, a cycled beta1) promote what they touch; a
+    bfloat16 model keeps bfloat16 updates and moments, as torch keeps the
+    state in each parameter's dtype.
+    """
+    steps, new = result
+    fields = (_cast_like(n, o) for n, o in zip(new, state, strict=True))
+    return _cast_like(steps, updates), type(new)(*fields)
+
+
+def _cast_like(tree: Any, like: Any) -> Any:
+    return jax.tree.map(lambda x, y: jnp.asarray(x).astype(jnp.result_type(y)), tree, like)
 
 
 def transformation(

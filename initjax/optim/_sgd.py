@@ -79,6 +79,6 @@ def SGD(
             )
             direction = jax.tree.map(lambda g, b: g + m * b, grads, buf) if nesterov else buf
         steps = jax.tree.map(lambda d: -lr_t * d, direction)
-        return steps, SGDState(state.count + 1, buf)
+        return C.same_dtypes(updates, state, (steps, SGDState(state.count + 1, buf)))
 
     return C.transformation(init, update)
