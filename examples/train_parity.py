@@ -4,20 +4,21 @@ A small MLP classifier (20 -> 64 -> 64 -> 3) on synthetic data is built twice:
 in PyTorch after ``torch.manual_seed(SEED)``, and as ``flax.nnx`` layers from
 initjax whose parameters ``initjax.replay.torch_init`` sets from the same
 seed, without torch. Both are then trained full-batch for ``--steps`` steps,
-once with SGD + momentum and once with Adam + L2 weight decay, torch with
-``torch.optim`` and Flax with the matching optax optimizers:
+three times, torch with ``torch.optim`` and Flax with the same optimizers from
+``initjax.optim`` (torch's arguments and update rules as optax
+transformations):
 
-- ``torch.optim.SGD(lr, momentum=0.9)`` = ``optax.sgd(lr, momentum=0.9)``
-  (both: ``v = 0.9 v + g``, ``p -= lr * v``);
-- ``torch.optim.Adam(lr, weight_decay=wd)`` adds ``wd * p`` to the gradient
-  (L2), which is ``optax.chain(optax.add_decayed_weights(wd), optax.adam(lr))``,
-  *not* ``optax.adamw`` (decoupled decay, torch's AdamW; whose default decay
-  is 0.01 in torch and 1e-4 in optax). Both put eps outside the square root
-  (``optax.adam`` has ``eps_root=0``), with betas (0.9, 0.999) and eps 1e-8.
+- ``torch.optim.SGD(lr, momentum=0.9)`` = ``ij.optim.SGD(lr, momentum=0.9)``;
+- ``torch.optim.Adam(lr, weight_decay=wd)`` (L2 decay added to the gradient)
+  = ``ij.optim.Adam(lr, weight_decay=wd)``;
+- ``torch.optim.AdamW`` stepped by ``OneCycleLR`` (which also cycles beta1)
+  after ``clip_grad_norm_(1.0)`` = ``optax.chain(ij.optim.clip_grad_norm(1.0),
+  ij.optim.AdamW(lr=ij.optim.lr_scheduler.OneCycleLR(...)))``.
 
 It prints the largest parameter difference at step 0 (exactly 0: the same
 bits) and the largest difference between the two loss curves (float32
-rounding of different kernels only), and saves a plot of the curves.
+rounding of different kernels only), and saves a plot of the curves, torch's
+dashed on top of Flax's.
 Without torch installed it trains the Flax side alone; without matplotlib it
 skips the plot.
 
@@ -38,6 +39,7 @@ from initjax import replay
 
 IN, HIDDEN, CLASSES, N = 20, 64, 3, 512
 LR_SGD, LR_ADAM, WEIGHT_DECAY = 0.05, 1e-3, 1e-4
+MAX_LR, CLIP = 1e-2, 1.0
 
 
 def synthetic_data(seed: int = 1234) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +108,7 @@ def flax_params(model: MLP) -> list[np.ndarray]:
 
 
 def torch_train(seed: int, make_optimizer, x, y, steps: int):
+    """``make_optimizer(params) -> (optimizer, scheduler or None, clip norm or None)``."""
     import torch
 
     torch.manual_seed(seed)
@@ -117,14 +120,18 @@ def torch_train(seed: int, make_optimizer, x, y, steps: int):
         torch.nn.Linear(HIDDEN, CLASSES),
     )
     start = [p.detach().numpy().copy() for p in model.parameters()]
-    opt = make_optimizer(model.parameters())
+    opt, sched, clip = make_optimizer(model.parameters())
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     losses = []
     for _ in range(steps):
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(xt), yt)
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
+        if sched is not None:
+            sched.step()
         losses.append(loss.item())
     return losses, start
 
@@ -140,16 +147,34 @@ def main() -> None:
     args = parser.parse_args()
     x, y = synthetic_data()
 
+    one_cycle = ij.optim.lr_scheduler.OneCycleLR(MAX_LR, total_steps=args.steps)
     runs = {
-        "SGD momentum 0.9": optax.sgd(LR_SGD, momentum=0.9),
-        "Adam + L2 1e-4": optax.chain(optax.add_decayed_weights(WEIGHT_DECAY), optax.adam(LR_ADAM)),
+        "SGD momentum 0.9": ij.optim.SGD(LR_SGD, momentum=0.9),
+        "Adam + L2 1e-4": ij.optim.Adam(LR_ADAM, weight_decay=WEIGHT_DECAY),
+        "AdamW+1cycle+clip": optax.chain(
+            ij.optim.clip_grad_norm(CLIP), ij.optim.AdamW(one_cycle, weight_decay=0.01)
+        ),
     }
     try:
         import torch
 
+        def adamw_one_cycle(p):
+            opt = torch.optim.AdamW(p, lr=MAX_LR, weight_decay=0.01)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, MAX_LR, total_steps=args.steps)
+            return opt, sched, CLIP
+
         torch_optimizers = {
-            "SGD momentum 0.9": lambda p: torch.optim.SGD(p, lr=LR_SGD, momentum=0.9),
-            "Adam + L2 1e-4": lambda p: torch.optim.Adam(p, lr=LR_ADAM, weight_decay=WEIGHT_DECAY),
+            "SGD momentum 0.9": lambda p: (
+                torch.optim.SGD(p, lr=LR_SGD, momentum=0.9),
+                None,
+                None,
+            ),
+            "Adam + L2 1e-4": lambda p: (
+                torch.optim.Adam(p, lr=LR_ADAM, weight_decay=WEIGHT_DECAY),
+                None,
+                None,
+            ),
+            "AdamW+1cycle+clip": adamw_one_cycle,
         }
     except ImportError:
         torch_optimizers = None

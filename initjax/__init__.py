@@ -7,7 +7,8 @@
 - torch module defaults for Flax layouts (``ij.linear_kernel``, ``ij.linear_bias``, ...).
 
 Submodules load on first use: ``ij.linen`` and ``ij.nnx`` (drop-in Flax layers),
-``ij.port`` (PyTorch checkpoints), ``ij.replay`` (torch seed replay).
+``ij.port`` (PyTorch checkpoints), ``ij.replay`` (torch seed replay),
+``ij.optim`` (torch.optim, its lr schedulers and clipping, as optax transformations).
 """
 
 from .defaults import (
@@ -46,7 +47,7 @@ from .init import (
 __version__ = "0.1.0"
 
 _MODULES = ("defaults", "fans", "gain", "init")  # imported above
-_SUBMODULES = ("linen", "nnx", "port", "replay")  # imported on first use
+_SUBMODULES = ("linen", "nnx", "optim", "port", "replay")  # imported on first use
 
 
 def __getattr__(name: str):
