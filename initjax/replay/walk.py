@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _limits
+
 __all__ = ["TorchModule", "Order", "WALKS"]
 
 Path = tuple[str, ...]
@@ -204,6 +206,7 @@ class TorchModule:
         if isinstance(value, numbers.Real):
             if not math.isfinite(value):
                 raise ValueError(f"{self.name}.{name}: fill value must be finite, got {value}")
+            _limits.check_in_range(old.dtype, f"{self.name}.{name} (constant_)", val=value)
             self._states[path][key] = np.full(old.shape, value, old.dtype)
             return
         new = np.asarray(value)
