@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initjax import port
-from initjax.port import _checkpoint
+from initjax.port import _checkpoint, _save
 from initjax.port.rules import Layout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -258,6 +258,49 @@ def test_save_checkpoint_layout_and_stale_files(tmp_path):
     for bad in (0, "5 parsecs", -3):
         with pytest.raises(ValueError, match="max_shard_size"):
             port.save_checkpoint(tmp_path, state, max_shard_size=bad)
+
+
+def test_resave_with_the_same_shard_names_is_old_or_new_never_mixed(tmp_path):
+    """Re-saving 3 shards over 3 shards: during the save and after a failure in shard 2
+    the directory loads as the old checkpoint whole (it used to load shard 1 new and
+    shards 2-3 old, without an error); a finished save loads as the new one whole."""
+    from transformers.utils.hub import get_checkpoint_shard_files
+
+    def state(v):
+        return {f"t{i}": np.full((4, 4), v * 10 + i, np.float32) for i in range(5)}
+
+    port.save_checkpoint(tmp_path, state(1), max_shard_size=130)
+    before = sorted(os.listdir(tmp_path))
+    seen = []
+
+    def failing(name):
+        seen.append({k: v.copy() for k, v in port.load_state_dict(tmp_path).items()})
+        if name == "t2":  # the second shard
+            raise OSError("disk full")
+        return state(2)[name]
+
+    entries = [(k, (4, 4), np.dtype(np.float32)) for k in state(2)]
+    with pytest.raises(OSError, match="disk full"):
+        _save.write_checkpoint(tmp_path, entries, failing, max_shard_size=130)
+    assert sorted(os.listdir(tmp_path)) == before  # the new shard 1 is gone
+    for view in [port.load_state_dict(tmp_path), *seen]:  # after, and a reader during
+        assert view.keys() == state(1).keys()
+        for k, v in state(1).items():
+            np.testing.assert_array_equal(view[k], v)
+
+    for v in (2, 3):  # finished saves, alternating names: the new checkpoint, whole
+        port.save_checkpoint(tmp_path, state(v), max_shard_size=130)
+        index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+        files = sorted(set(index["weight_map"].values()))
+        assert sorted(os.listdir(tmp_path)) == [*files, "model.safetensors.index.json"]
+        assert len(files) == 3 and (v == 3) == (files == before[:3])
+        loaded = port.load_state_dict(tmp_path)
+        for k, want in state(v).items():
+            np.testing.assert_array_equal(loaded[k], want)
+        shards, _ = get_checkpoint_shard_files(
+            str(tmp_path), str(tmp_path / "model.safetensors.index.json")
+        )
+        assert sorted(map(os.path.basename, shards)) == files  # what from_pretrained opens
 
 
 # ----------------------------------------------------- slices of the source ---
