@@ -336,14 +336,40 @@ def test_layout_boxes_read_exactly_the_slice(tmp_path_factory, data):
     np.testing.assert_array_equal(Layout(perm)(piece, shape=want.shape), want)
 
 
+@pytest.mark.parametrize("shape", [(256, 1024), (64, 8192)])
+def test_column_shards_read_only_their_bytes(tmp_path, monkeypatch, shape):
+    """Eight column boxes of a torch weight (a Flax kernel sharded over its input axis)
+    read 1.0x the tensor's bytes from the file, as row boxes do (they read 8.0x: each
+    device staged every row whole)."""
+    w = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    port.save_safetensors(tmp_path / "w.safetensors", {"w": w})
+    tensor = port.open_checkpoint(tmp_path / "w.safetensors")["w"]
+    read = []
+    pread = _checkpoint._pread
+    monkeypatch.setattr(
+        _checkpoint, "_pread", lambda fd, at, buf: (read.append(len(buf)), pread(fd, at, buf))
+    )
+    rows, cols = shape
+    for boxes in (
+        [((0, rows), (i * cols // 8, (i + 1) * cols // 8)) for i in range(8)],
+        [((i * rows // 8, (i + 1) * rows // 8), (0, cols)) for i in range(8)],
+    ):
+        read.clear()
+        for box in boxes:
+            np.testing.assert_array_equal(tensor.read(box), w[tuple(slice(*b) for b in box)])
+        assert sum(read) == w.nbytes
+
+
 def test_staged_and_direct_reads_agree(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((9, 7, 5)).astype(np.float32)
     port.save_safetensors(tmp_path / "w.safetensors", {"w": w})
     boxes = [((0, 9), (2, 5), (1, 4)), ((3, 4), (0, 7), (0, 5)), ((1, 8), (0, 7), (4, 5))]
-    for run, chunk in [(1 << 16, 1 << 22), (1, 1), (8, 64)]:  # direct, per run, staged
+    for run, chunk, gap in [(1 << 16, 1 << 22, 0), (1, 1, 512), (8, 64, 512)]:
+        # direct (gaps skipped), per run, staged
         monkeypatch.setattr(_checkpoint, "_RUN", run)
         monkeypatch.setattr(_checkpoint, "_CHUNK", chunk)
+        monkeypatch.setattr(_checkpoint, "_GAP", gap)
         tensor = port.open_checkpoint(tmp_path / "w.safetensors")["w"]
         for box in boxes:
             np.testing.assert_array_equal(tensor.read(box), w[tuple(slice(*b) for b in box)])
