@@ -183,13 +183,15 @@ def _bags(
                 else ""
             )
         )
-    if not isinstance(offsets, jax.core.Tracer):
+    try:
         first = int(offsets[0])
-        if first != 0:  # torch's check and message
-            raise ValueError(
-                "offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to "
-                f"start from position 0. However, got {first}"
-            )
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+        first = 0  # traced (under jit): cannot be checked
+    if first != 0:  # torch's check and message
+        raise ValueError(
+            "offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to "
+            f"start from position 0. However, got {first}"
+        )
     starts = jnp.asarray(offsets)[:num_bags]
     positions = jnp.arange(jnp.shape(inputs)[0])
     bag = jnp.searchsorted(starts, positions, side="right") - 1  # -1: before offsets[0]
