@@ -207,6 +207,25 @@ def test_post_init_draws_need_the_order_too():
     np.testing.assert_array_equal(np.asarray(cloned.z.scale[...]), np.asarray(direct.z.scale[...]))
 
 
+def test_post_init_draws_for_children_from_the_parent_need_the_order():
+    """The root's call draws for both children (through named_parameters, in the children's
+    order); the children's own calls draw nothing."""
+
+    class Top(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.z = ij.nnx.LayerNorm(3, rngs=rngs)
+            self.b = ij.nnx.LayerNorm(3, rngs=rngs)
+
+    def fn(m: replay.TorchModule, gen: replay.TorchGenerator) -> None:
+        if m.name == "":
+            for name, p in m.named_parameters():
+                if name.endswith("weight"):
+                    m[name] = replay.normal_(gen, p.shape)
+
+    with pytest.raises(ValueError, match=r"post_init's draws(.|\n)*\['b', 'z'\]"):
+        replay.torch_init(nnx.clone(Top(nnx.Rngs(0))), 0, post_init=fn)
+
+
 def test_attribute_order_refuses_a_rebuilt_model():
     with pytest.raises(ValueError, match="inside the function given to nnx.eval_shape"):
         replay.attribute_order(nnx.clone(Net(nnx.Rngs(0))))

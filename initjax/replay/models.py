@@ -387,12 +387,12 @@ def _post_pass(model: Any, fn, gen: TorchGenerator, order, how: str) -> After:
 
         root = walk.tree(model, order, inside_owner)
         buffers = {layer.path: _buffers(layer) for layer in layers}
-        drawn: set[Path] = set()
+        drawn: set[Path] = set()  # modules whose call drew, and the layers it assigned to
         for node in walk.walk(root, how):
-            before = gen.get_state()
-            fn(walk.TorchModule(node, states, buffers), gen)
+            before, written = gen.get_state(), set()
+            fn(walk.TorchModule(node, states, buffers, written), gen)
             if gen.get_state() != before:
-                drawn.add(node.path)
+                drawn |= {node.path, *written}
         _check_known_order(model, order, drawn, "post_init's draws", "order")
 
     return after

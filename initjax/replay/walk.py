@@ -248,10 +248,12 @@ class TorchModule:
         node: _Node,
         states: dict[Path, State],
         buffers: dict[Path, frozenset[str]],
+        written: set[Path] | None = None,
     ) -> None:
         self._node = node
         self._states = states
         self._buffers = buffers
+        self._written = set() if written is None else written  # layer paths assigned to
 
     @property
     def name(self) -> str:
@@ -304,6 +306,7 @@ class TorchModule:
     def __setitem__(self, name: str, value: Any) -> None:
         path, key = self._find(name)
         old = self._states[path][key]
+        self._written.add(path)
         if isinstance(value, numbers.Real):
             if not math.isfinite(value):
                 raise ValueError(f"{self.name}.{name}: fill value must be finite, got {value}")
