@@ -445,6 +445,10 @@ def torch_init(
         registration order (``named_children()``) of a module's children
         where the twin declares them in another order; children not named
         follow in the twin's order. Used for drawing and for ``post_init``.
+        A model nnx rebuilt (``nnx.eval_shape``, ``nnx.clone``) has no order
+        of its own: where two children of one of its modules draw, ``order``
+        must name them, else ``ValueError`` (and nothing drawn);
+        :func:`~initjax.replay.attribute_order` records it.
       construction: the same, for torch's *construction* order where it
         differs from registration (torchvision builds a block's
         ``downsample`` before the block's own layers, registers it last).
