@@ -158,11 +158,13 @@ def _read_box(
     strides = [math.prod(shape[a + 1 :]) * itemsize for a in range(len(shape))]
     row = shape[k] * inner
     if run >= _RUN or k == 0 or row > _CHUNK or row - run >= _GAP:
-        pos = 0
-        for idx in itertools.product(*(range(lo, hi) for lo, hi in box[:k])):
-            offset = base + sum(i * s for i, s in zip(idx, strides, strict=False))
-            _pread(fd, offset + box[k][0] * inner, data[pos : pos + run])
-            pos += run
+        starts = np.full((), base + box[k][0] * inner, np.int64)  # each run's first byte
+        for (lo, hi), stride in zip(box[:k], strides, strict=False):
+            starts = starts[..., None] + np.arange(lo, hi, dtype=np.int64) * stride
+        for pos, offset in zip(range(0, len(data), run), starts.ravel().tolist(), strict=True):
+            piece = data[pos : pos + run]
+            if os.preadv(fd, [piece], offset) != run:  # a short read: finish it
+                _pread(fd, offset, piece)
         return
     staged = out.reshape(-1).view(np.uint8).reshape(*lens[:k], run)
     m = max(1, _CHUNK // row)
