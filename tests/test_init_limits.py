@@ -1,4 +1,4 @@
-"""No silent inf or NaN from the initializers.
+"""No silent inf or NaN from the initializers, nor from replay's draws and fills.
 
 A bound, mean, std or constant the requested dtype cannot hold finitely raises
 ``ValueError`` naming the value and the dtype, where torch raises too (compared
@@ -19,8 +19,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import initjax as ij
+from initjax import replay
 
 KEY = jax.random.key(0)
 NAN, INF = float("nan"), float("inf")
@@ -89,6 +91,37 @@ CASES = {
         lambda: ij.normal(0.0, 1e5)(KEY, (4, 3), jnp.float16),
         r"std=100000\.0 .*float16",
         torch_raises=False,
+    ),
+    # replay draws as torch: the same checks as the initializers (they returned inf/NaN)
+    "replay.uniform_(-3e38, 3e38)": Case(
+        lambda: torch.nn.init.uniform_(_t(torch.float32), -3e38, 3e38),
+        lambda: replay.uniform_(replay.TorchGenerator(0), (4, 3), -3e38, 3e38),
+        r"\[-3e\+38, 3e\+38\].*float32",
+    ),
+    "replay.uniform_(0, 7e4) float16": Case(
+        lambda: torch.nn.init.uniform_(_t(torch.float16), 0, 7e4),
+        lambda: replay.uniform_(replay.TorchGenerator(0), (4, 3), 0, 7e4, dtype=np.float16),
+        r"b=70000\.0 .*float16",
+    ),
+    "replay.xavier_uniform_(gain=1e6) float16": Case(
+        lambda: torch.nn.init.xavier_uniform_(_t(torch.float16), gain=1e6),
+        lambda: replay.xavier_uniform_(replay.TorchGenerator(0), (3, 4), 1e6, dtype=np.float16),
+        r"=-?9\d+\.\d+ .*float16",
+    ),
+    "replay.normal_(0, 1e5) float16": Case(
+        lambda: torch.nn.init.normal_(_t(torch.float16), 0.0, 1e5),
+        lambda: replay.normal_(replay.TorchGenerator(0), (4, 3), 0.0, 1e5, dtype=np.float16),
+        r"std=100000\.0 .*float16",
+        torch_raises=False,
+    ),
+    "replay post_init constant_ 7e4 float16": Case(
+        lambda: torch.nn.init.constant_(_t(torch.float16), 7e4),
+        lambda: replay.torch_init(
+            nnx.Linear(3, 4, param_dtype=jnp.float16, rngs=nnx.Rngs(0)),
+            0,
+            post_init=lambda m, gen: m.__setitem__("bias", 7e4),
+        ),
+        r"bias \(constant_\): val=70000\.0 .*float16",
     ),
 }
 

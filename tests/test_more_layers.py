@@ -184,6 +184,26 @@ def test_embedding_bag_rejects_what_torch_rejects():
         L.EmbeddingBag(6, 2, padding_idx=6).init(jax.random.key(0), x.reshape(1, 3))
 
 
+def test_embedding_bag_offsets_must_start_at_zero_as_torch():
+    """Concrete offsets[0] != 0 raise torch's message, linen and nnx (they used to drop the
+    indices before offsets[0] silently); traced offsets cannot be checked under jit."""
+    x, offsets = np.array([1, 2, 3, 4]), np.array([1, 2])
+    with pytest.raises(RuntimeError) as torch_error:
+        torch.nn.EmbeddingBag(6, 2)(torch.from_numpy(x), torch.from_numpy(offsets))
+    message = str(torch_error.value).splitlines()[0]
+    nnx_layer = X.EmbeddingBag(6, 2, rngs=nnx.Rngs(0))
+    linen_layer = L.EmbeddingBag(6, 2)
+    variables = linen_layer.init(jax.random.key(0), x, np.array([0, 2]))
+    for given in (offsets, jnp.asarray(offsets)):
+        with pytest.raises(ValueError) as ours:
+            nnx_layer(x, given)
+        assert str(ours.value) == message
+        with pytest.raises(ValueError, match=r"offsets\[0\] has to be 0"):
+            linen_layer.apply(variables, x, given)
+    traced = jax.jit(lambda o: nnx_layer(x, o))(offsets)  # documented: unchecked when traced
+    assert traced.shape == (2, 2)
+
+
 # ----------------------------------------------------------- Embedding max_norm ---
 
 

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initjax import port
-from initjax.port import _checkpoint
+from initjax.port import _checkpoint, _save
 from initjax.port.rules import Layout
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -260,6 +260,49 @@ def test_save_checkpoint_layout_and_stale_files(tmp_path):
             port.save_checkpoint(tmp_path, state, max_shard_size=bad)
 
 
+def test_resave_with_the_same_shard_names_is_old_or_new_never_mixed(tmp_path):
+    """Re-saving 3 shards over 3 shards: during the save and after a failure in shard 2
+    the directory loads as the old checkpoint whole (it used to load shard 1 new and
+    shards 2-3 old, without an error); a finished save loads as the new one whole."""
+    from transformers.utils.hub import get_checkpoint_shard_files
+
+    def state(v):
+        return {f"t{i}": np.full((4, 4), v * 10 + i, np.float32) for i in range(5)}
+
+    port.save_checkpoint(tmp_path, state(1), max_shard_size=130)
+    before = sorted(os.listdir(tmp_path))
+    seen = []
+
+    def failing(name):
+        seen.append({k: v.copy() for k, v in port.load_state_dict(tmp_path).items()})
+        if name == "t2":  # the second shard
+            raise OSError("disk full")
+        return state(2)[name]
+
+    entries = [(k, (4, 4), np.dtype(np.float32)) for k in state(2)]
+    with pytest.raises(OSError, match="disk full"):
+        _save.write_checkpoint(tmp_path, entries, failing, max_shard_size=130)
+    assert sorted(os.listdir(tmp_path)) == before  # the new shard 1 is gone
+    for view in [port.load_state_dict(tmp_path), *seen]:  # after, and a reader during
+        assert view.keys() == state(1).keys()
+        for k, v in state(1).items():
+            np.testing.assert_array_equal(view[k], v)
+
+    for v in (2, 3):  # finished saves, alternating names: the new checkpoint, whole
+        port.save_checkpoint(tmp_path, state(v), max_shard_size=130)
+        index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+        files = sorted(set(index["weight_map"].values()))
+        assert sorted(os.listdir(tmp_path)) == [*files, "model.safetensors.index.json"]
+        assert len(files) == 3 and (v == 3) == (files == before[:3])
+        loaded = port.load_state_dict(tmp_path)
+        for k, want in state(v).items():
+            np.testing.assert_array_equal(loaded[k], want)
+        shards, _ = get_checkpoint_shard_files(
+            str(tmp_path), str(tmp_path / "model.safetensors.index.json")
+        )
+        assert sorted(map(os.path.basename, shards)) == files  # what from_pretrained opens
+
+
 # ----------------------------------------------------- slices of the source ---
 
 
@@ -293,14 +336,43 @@ def test_layout_boxes_read_exactly_the_slice(tmp_path_factory, data):
     np.testing.assert_array_equal(Layout(perm)(piece, shape=want.shape), want)
 
 
+@pytest.mark.parametrize("shape", [(256, 1024), (64, 8192)])
+def test_column_shards_read_only_their_bytes(tmp_path, monkeypatch, shape):
+    """Eight column boxes of a torch weight (a Flax kernel sharded over its input axis)
+    read 1.0x the tensor's bytes from the file, as row boxes do (they read 8.0x: each
+    device staged every row whole)."""
+    w = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    port.save_safetensors(tmp_path / "w.safetensors", {"w": w})
+    tensor = port.open_checkpoint(tmp_path / "w.safetensors")["w"]
+    read = []
+    preadv = os.preadv
+
+    def counting(fd, buffers, offset):
+        read.append(preadv(fd, buffers, offset))
+        return read[-1]
+
+    monkeypatch.setattr(os, "preadv", counting)  # every byte read from the file
+    rows, cols = shape
+    for boxes in (
+        [((0, rows), (i * cols // 8, (i + 1) * cols // 8)) for i in range(8)],
+        [((i * rows // 8, (i + 1) * rows // 8), (0, cols)) for i in range(8)],
+    ):
+        read.clear()
+        for box in boxes:
+            np.testing.assert_array_equal(tensor.read(box), w[tuple(slice(*b) for b in box)])
+        assert sum(read) == w.nbytes
+
+
 def test_staged_and_direct_reads_agree(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((9, 7, 5)).astype(np.float32)
     port.save_safetensors(tmp_path / "w.safetensors", {"w": w})
     boxes = [((0, 9), (2, 5), (1, 4)), ((3, 4), (0, 7), (0, 5)), ((1, 8), (0, 7), (4, 5))]
-    for run, chunk in [(1 << 16, 1 << 22), (1, 1), (8, 64)]:  # direct, per run, staged
+    for run, chunk, gap in [(1 << 16, 1 << 22, 0), (1, 1, 512), (8, 64, 512)]:
+        # direct (gaps skipped), per run, staged
         monkeypatch.setattr(_checkpoint, "_RUN", run)
         monkeypatch.setattr(_checkpoint, "_CHUNK", chunk)
+        monkeypatch.setattr(_checkpoint, "_GAP", gap)
         tensor = port.open_checkpoint(tmp_path / "w.safetensors")["w"]
         for box in boxes:
             np.testing.assert_array_equal(tensor.read(box), w[tuple(slice(*b) for b in box)])

@@ -198,6 +198,17 @@ TYPED_HEADERS = {
     "offsets reversed": ({"w": _entry(shape=[0], offsets=[8, 0])}, 8, "data_offsets"),
     "offset overflows": ({"w": _entry(offsets=[0, 10**400])}, 8, "data_offsets"),
     "offset 1e400": (b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,1e400]}}', 8, "offsets"),
+    # over Python's 4300-digit int limit: its bare ValueError named neither file nor field
+    "offset of 5000 digits": (
+        b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,' + b"9" * 5000 + b"]}}",
+        8,
+        "data_offsets",
+    ),
+    "shape of 5000 digits": (
+        b'{"w":{"dtype":"F32","shape":[' + b"7" * 5000 + b'],"data_offsets":[0,8]}}',
+        8,
+        "shape",
+    ),
     "metadata a list": ({"__metadata__": [], "w": _entry()}, 8, "__metadata__"),
     "metadata 0": ({"__metadata__": 0, "w": _entry()}, 8, "__metadata__"),
     "metadata false": ({"__metadata__": False, "w": _entry()}, 8, "__metadata__"),
@@ -220,6 +231,28 @@ def test_typed_header_errors(tmp_path, header, size, field):
         port.load_safetensors(path)
     assert str(path) in str(caught.value)
     assert isinstance(caught.value, ValueError)
+
+
+CUTS = {"header": lambda n: 100, "half": lambda n: n // 2, "tail": lambda n: n - 1000}
+
+
+@pytest.mark.parametrize("cut", CUTS.values(), ids=CUTS.keys())
+def test_truncated_bin_names_the_file(tmp_path, cut):
+    """A cut ``.bin`` shard: torch's own RuntimeError or OSError (no file name) became a
+    ValueError naming the file, read alone or as a shard of an index."""
+    whole = tmp_path / "whole.bin"
+    torch.save({"a": torch.ones(64, 64), "b": torch.ones(8)}, whole)
+    data = whole.read_bytes()
+    shard = tmp_path / "pytorch_model.bin"
+    shard.write_bytes(data[: cut(len(data))])
+    with pytest.raises((RuntimeError, OSError)):
+        torch.load(shard, weights_only=True)
+    index = tmp_path / "pytorch_model.bin.index.json"
+    index.write_text(json.dumps({"weight_map": {"a": shard.name, "b": shard.name}}))
+    for source in (shard, index):
+        with pytest.raises(ValueError, match="truncated or corrupt") as caught:
+            port.load_state_dict(source)
+        assert str(shard) in str(caught.value)
 
 
 def test_deep_nesting_is_refused_without_recursion(tmp_path):

@@ -40,8 +40,10 @@ EMBEDDING_BAG_DOC = """
     ``'mean'`` (torch's default) or ``'max'`` (per feature). As in torch:
 
     - ``offsets`` (1-D input only) are the bags' start positions, non-decreasing
-      and starting at 0 (torch raises otherwise; here, positions before
-      ``offsets[0]`` belong to no bag); the last bag runs to the end of
+      and starting at 0: concrete ``offsets`` with ``offsets[0] != 0`` raise
+      ``ValueError`` with torch's message; traced ones (under ``jit``) cannot
+      be checked, and there positions before ``offsets[0]`` belong to no bag;
+      the last bag runs to the end of
       ``inputs``. With ``include_last_offset`` there is one more offset (the
       end), ignored as torch ignores it: ``len(offsets) - 1`` bags;
     - ``per_sample_weights`` (the shape of ``inputs``; ``'sum'`` only) scale
@@ -180,6 +182,15 @@ def _bags(
                 if include_last_offset
                 else ""
             )
+        )
+    try:
+        first = int(offsets[0])
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+        first = 0  # traced (under jit): cannot be checked
+    if first != 0:  # torch's check and message
+        raise ValueError(
+            "offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to "
+            f"start from position 0. However, got {first}"
         )
     starts = jnp.asarray(offsets)[:num_bags]
     positions = jnp.arange(jnp.shape(inputs)[0])

@@ -35,6 +35,10 @@ _SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin")
 Box = tuple[tuple[int, int], ...]
 _CHUNK = 1 << 22  # bytes a strided read stages at a time
 _RUN = 1 << 16  # runs at least this long are read one by one, not staged
+#: Runs closer than this are read together with the bytes between them, staged: copying
+#: under 512 bytes costs less than the system call that skipping them takes. Farther
+#: apart (a column shard of a kernel), each run is read alone: a box reads its bytes only.
+_GAP = 512
 
 
 class Tensor:
@@ -136,9 +140,10 @@ def _read_box(
 ) -> None:
     """Read ``box`` of a C-ordered array stored at byte ``base`` of ``fd`` into ``out``.
 
-    Reads each contiguous run of the box directly into ``out``; short runs
-    (a few columns of many rows) are staged through a bounded buffer of whole
-    rows instead of one system call per run.
+    Reads each contiguous run of the box directly into ``out``; short runs less
+    than ``_GAP`` bytes apart are staged through a bounded buffer, from the
+    first run of a block of rows to its last, gaps included, instead of one
+    system call per run.
     """
     k = len(shape) - 1
     while k >= 0 and box[k] == (0, shape[k]):
@@ -152,26 +157,30 @@ def _read_box(
     run = lens[k] * inner
     strides = [math.prod(shape[a + 1 :]) * itemsize for a in range(len(shape))]
     row = shape[k] * inner
-    if run >= _RUN or k == 0 or row > _CHUNK:
-        pos = 0
-        for idx in itertools.product(*(range(lo, hi) for lo, hi in box[:k])):
-            offset = base + sum(i * s for i, s in zip(idx, strides, strict=False))
-            _pread(fd, offset + box[k][0] * inner, data[pos : pos + run])
-            pos += run
+    if run >= _RUN or k == 0 or row > _CHUNK or row - run >= _GAP:
+        starts = np.full((), base + box[k][0] * inner, np.int64)  # each run's first byte
+        for (lo, hi), stride in zip(box[:k], strides, strict=False):
+            starts = starts[..., None] + np.arange(lo, hi, dtype=np.int64) * stride
+        for pos, offset in zip(range(0, len(data), run), starts.ravel().tolist(), strict=True):
+            piece = data[pos : pos + run]
+            if os.preadv(fd, [piece], offset) != run:  # a short read: finish it
+                _pread(fd, offset, piece)
         return
     staged = out.reshape(-1).view(np.uint8).reshape(*lens[:k], run)
     m = max(1, _CHUNK // row)
     scratch = np.empty(m * row, np.uint8)
     lo_k1, hi_k1 = box[k - 1]
+    first, last = box[k][0] * inner, box[k][1] * inner  # the run's bytes within a row
     for idx in itertools.product(*(range(lo, hi) for lo, hi in box[: k - 1])):
         offset = base + sum(i * s for i, s in zip(idx, strides, strict=False))
         dst = staged[tuple(i - lo for i, (lo, _) in zip(idx, box, strict=False))]
         for r0 in range(lo_k1, hi_k1, m):
             r1 = min(r0 + m, hi_k1)
             buf = scratch[: (r1 - r0) * row]
-            _pread(fd, offset + r0 * row, memoryview(buf.data))
+            span = buf[first : len(buf) - (row - last)]  # first run's start to last run's end
+            _pread(fd, offset + r0 * row + first, memoryview(span.data))
             rows = buf.reshape(r1 - r0, row)
-            dst[r0 - lo_k1 : r1 - lo_k1] = rows[:, box[k][0] * inner : box[k][1] * inner]
+            dst[r0 - lo_k1 : r1 - lo_k1] = rows[:, first:last]
 
 
 class _TorchTensor(Tensor):

@@ -101,10 +101,11 @@ class Header:
 
 
 class _Number(str):
-    """A JSON number no header field may hold (negative or not an integer), kept as written."""
+    """A JSON number no header field may hold (negative, not an integer, or wider than the
+    reference's 64-bit sizes), kept as written; shown shortened when long."""
 
     def __repr__(self) -> str:
-        return str(self)
+        return str(self) if len(self) <= 40 else f"{self[:20]}...({len(self)} digits)"
 
 
 def _bad(path, why: str) -> SafetensorsError:
@@ -124,8 +125,13 @@ class _Duplicate(Exception):
     pass
 
 
+#: Digits of the largest 64-bit size (2**64 - 1); a longer integer is no size, and Python's
+#: ``int`` refuses one of over 4300 digits with its own ValueError.
+_MAX_DIGITS = 20
+
+
 def _parse_int(text: str) -> int | _Number:
-    return _Number(text) if text.startswith("-") else int(text)
+    return _Number(text) if text.startswith("-") or len(text) > _MAX_DIGITS else int(text)
 
 
 def _count(value: Any) -> bool:

@@ -10,8 +10,14 @@ carries the metadata ``{"format": "pt"}`` that ``transformers`` requires.
 Each file is written through :func:`initjax.port._atomic.atomic_write`, its tensors
 produced one at a time (so the host holds one tensor, not the checkpoint), and
 the index last: a reader never finds an index naming a file not yet complete.
-Files of an earlier save into the same directory that the new one does not
-use (shards, a single file or an index) are removed after it.
+Shards never overwrite a file already in the directory: where an earlier save
+left files of the Hub's names, the new shards are named
+``model-0000i-of-0000N-<tag>.safetensors`` (a fresh random tag; the index
+names them, which is all ``from_pretrained`` reads), so until the new index
+replaces the old one a reader sees the old checkpoint whole, and a save that
+fails leaves it intact (and removes the new shards it wrote). Files of the
+earlier save that the new one does not use (shards, a single file or an
+index) are removed after it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import math
 import os
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -31,7 +38,7 @@ __all__ = ["save_checkpoint", "write_checkpoint", "parse_size", "Entry"]
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
-_SHARD = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+_SHARD = re.compile(r"^model-\d{5}-of-\d{5}(-[0-9a-f]{8})?\.safetensors$")
 _UNITS = {
     "": 1,
     "B": 1,
@@ -73,6 +80,15 @@ def _write_file(
     write_safetensors(path, layouts, produce, metadata)
 
 
+def _shard_names(directory: str, n: int) -> list[str]:
+    """The Hub's shard names, or with a fresh tag where one of them is taken (see above)."""
+    names = [f"model-{i:05d}-of-{n:05d}" for i in range(1, n + 1)]
+    tag = ""
+    while any(os.path.lexists(os.path.join(directory, f"{m}{tag}.safetensors")) for m in names):
+        tag = f"-{secrets.token_hex(4)}"
+    return [f"{m}{tag}.safetensors" for m in names]
+
+
 def write_checkpoint(
     directory: str | os.PathLike[str],
     entries: Sequence[Entry],
@@ -104,28 +120,32 @@ def write_checkpoint(
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     n = len(files)
-    file_names = (
-        [SINGLE] if n == 1 else [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
-    )
+    file_names = [SINGLE] if n == 1 else _shard_names(directory, n)
     written = []
-    for name, group in zip(file_names, files, strict=True):
-        path = os.path.join(directory, name)
-        _write_file(path, group, produce, meta)
-        written.append(path)
-    if n > 1:
-        weight_map = {
-            e[0]: name for name, group in zip(file_names, files, strict=True) for e in group
-        }
-        index = {
-            "metadata": {
-                "total_size": sum(math.prod(s) * np.dtype(d).itemsize for _, s, d in entries)
-            },
-            "weight_map": dict(sorted(weight_map.items())),
-        }
-        path = os.path.join(directory, INDEX)
-        with atomic_write(path) as f:
-            f.write(json.dumps(index, indent=2).encode("utf-8") + b"\n")
-        written.append(path)
+    try:
+        for name, group in zip(file_names, files, strict=True):
+            path = os.path.join(directory, name)
+            _write_file(path, group, produce, meta)
+            written.append(path)
+        if n > 1:
+            weight_map = {
+                e[0]: name for name, group in zip(file_names, files, strict=True) for e in group
+            }
+            index = {
+                "metadata": {
+                    "total_size": sum(math.prod(s) * np.dtype(d).itemsize for _, s, d in entries)
+                },
+                "weight_map": dict(sorted(weight_map.items())),
+            }
+            path = os.path.join(directory, INDEX)
+            with atomic_write(path) as f:
+                f.write(json.dumps(index, indent=2).encode("utf-8") + b"\n")
+            written.append(path)
+    except BaseException:
+        if n > 1:  # new shards, under names no earlier file had: the old index never names them
+            for path in written:
+                os.remove(path)
+        raise
     keep = set(file_names) | ({INDEX} if n > 1 else set())
     for stale in os.listdir(directory):
         if stale not in keep and (_SHARD.match(stale) or stale in (SINGLE, INDEX)):

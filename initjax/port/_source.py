@@ -103,6 +103,13 @@ def _load_pickle(path: str | os.PathLike[str]) -> StateDict:
         ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        if isinstance(e, OSError) and e.filename is not None:
+            raise  # missing or unreadable: the OS's error names the file
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a readable torch checkpoint; it is truncated or "
+            f"corrupt (torch.load: {type(e).__name__}: {_first_line(str(e))})"
+        ) from e
     except pickle.UnpicklingError as e:
         raise UnsafeCheckpointError(
             f"{os.fspath(path)!r} was not loaded: it is not a weights-only checkpoint "
@@ -120,6 +127,10 @@ def _load_pickle(path: str | os.PathLike[str]) -> StateDict:
     return _from_mapping(obj, os.fspath(path))
 
 
+def _first_line(message: str) -> str:
+    return (message.strip().splitlines() or ["?"])[0]
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _REASON = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
@@ -135,7 +146,7 @@ def _refusal(message: str) -> str:
             "torch.save(model), where a state_dict of tensors was expected"
         )
     found = _REASON.search(message)
-    reason = found.group(1) if found else (message.strip().splitlines() or ["?"])[0]
+    reason = found.group(1) if found else _first_line(message)
     return f"torch.load(weights_only=True) refused it: {reason.strip().rstrip('.')}"
 
 

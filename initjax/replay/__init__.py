@@ -40,7 +40,7 @@ from .init import (
 from .layout import to_flax
 from .models import Recipe, parameter_map, torch_init, torch_variables
 from .ops import DTYPES, normal_, rand, randn, randperm, uniform_
-from .walk import TorchModule
+from .walk import TorchModule, attribute_order
 
 __all__ = [
     "CAPABILITIES",
@@ -49,6 +49,7 @@ __all__ = [
     "STATE_SIZE",
     "TorchGenerator",
     "TorchModule",
+    "attribute_order",
     "kaiming_normal_",
     "kaiming_uniform_",
     "modules",

@@ -22,7 +22,12 @@ What a Flax model cannot say about its torch twin is given explicitly:
 
 Order: nnx layers are visited in attribute-assignment order (the order
 ``__init__`` builds them, as torch's), list and ``Sequential`` members by
-index; linen layers in the order ``init`` first calls them.
+index; linen layers in the order ``init`` first calls them. A model that nnx
+rebuilt (``nnx.eval_shape``, ``nnx.clone``, ``nnx.split``/``merge``) has lost
+that order (its attributes are sorted): where it decides draws (two children
+of a rebuilt module draw), replay refuses and asks for ``order=``
+(:func:`~initjax.replay.walk.attribute_order` records it) instead of drawing
+in another order.
 """
 
 from __future__ import annotations
@@ -226,13 +231,16 @@ def _replay(
     recipes: Mapping[Any, Recipe] | None = None,
     modules_at: Mapping[Path, Any] | None = None,
     after: After | None = None,
+    drawn: set[Path] | None = None,
 ) -> dict[tuple[str, ...], np.ndarray]:
     """Draw every layer of ``target`` in ``order``; the new values by full variable path.
 
     ``recipes`` replace a layer's torch-module draws (by path or by the type of
     its module in ``modules_at``); ``after(states, layers)`` runs once all are
-    drawn, on the torch-layout states, before they are converted.
+    drawn, on the torch-layout states, before they are converted. ``drawn``
+    receives the paths of the layers that drew from ``gen`` (before ``after``).
     """
+    drawn = set() if drawn is None else drawn
     if target.problems or target.orphans:
         found = list(target.problems) + [
             f"{'/'.join(v)}: its layer type {kind} has no port rule (pass rules=...)"
@@ -257,6 +265,7 @@ def _replay(
     pending_roots = list(roots)
     for i, layer in enumerate(layers):
         path = layer.path
+        before = gen.get_state()
         dtypes[path] = as_dtype(next(iter(layer.variables.values())).dtype)
         source = next(((dst, src) for dst, src in copy_of.items() if _within(path, dst)), None)
         if source is not None:  # a deep copy: no draws, the original's state
@@ -278,11 +287,16 @@ def _replay(
                 states[path] = draw_layer(
                     layer.rule, gen, shapes, dtypes[path], add_bias_kv=path in with_bias_kv
                 )
+        if gen.get_state() != before:
+            drawn.add(path)
         following = layers[i + 1].path if i + 1 < len(layers) else None
         for root in list(pending_roots):
             if _within(path, root) and (following is None or not _within(following, root)):
-                inside = [p for p in states if _within(p, root)]
-                _redraw_xavier(gen, [states[p] for p in inside], [dtypes[p] for p in inside])
+                for p in [p for p in states if _within(p, root)]:
+                    before = gen.get_state()
+                    _redraw_xavier(gen, [states[p]], [dtypes[p]])
+                    if gen.get_state() != before:
+                        drawn.add(p)
                 pending_roots.remove(root)
     if after is not None:
         after(states, layers)
@@ -347,6 +361,21 @@ def _nnx_modules(model: Any) -> dict[Path, Any]:
     }
 
 
+def _check_known_order(model: Any, order, drawn: set[Path], what: str, given: str) -> None:
+    """Refuse where a rebuilt module's lost attribute order decided ``what`` (see ``walk``)."""
+    unknown = walk.unknown_orders(model, order, lambda p: any(_within(d, p) for d in drawn))
+    if unknown:
+        raise ValueError(
+            f"cannot replay {what} of this model in torch's order: nnx rebuilt it "
+            "(nnx.eval_shape, nnx.clone and nnx.split/merge sort attributes by name), and "
+            "in these modules more than one child draws, in an order the model no longer "
+            "records:\n  " + "\n  ".join(unknown) + "\nbuild the model directly, or pass "
+            f"{given}={{ModuleClass or 'dotted.path': [child names in torch's order]}}; "
+            "replay.attribute_order(model) records them from the model as __init__ built it "
+            "(e.g. inside the function given to nnx.eval_shape)"
+        )
+
+
 def _post_pass(model: Any, fn, gen: TorchGenerator, order, how: str) -> After:
     """``after`` for :func:`_replay`: ``fn`` on every module's view, in torch's ``how`` order."""
 
@@ -358,8 +387,13 @@ def _post_pass(model: Any, fn, gen: TorchGenerator, order, how: str) -> After:
 
         root = walk.tree(model, order, inside_owner)
         buffers = {layer.path: _buffers(layer) for layer in layers}
+        drawn: set[Path] = set()  # modules whose call drew, and the layers it assigned to
         for node in walk.walk(root, how):
-            fn(walk.TorchModule(node, states, buffers), gen)
+            before, written = gen.get_state(), set()
+            fn(walk.TorchModule(node, states, buffers, written), gen)
+            if gen.get_state() != before:
+                drawn |= {node.path, *written}
+        _check_known_order(model, order, drawn, "post_init's draws", "order")
 
     return after
 
@@ -411,6 +445,10 @@ def torch_init(
         registration order (``named_children()``) of a module's children
         where the twin declares them in another order; children not named
         follow in the twin's order. Used for drawing and for ``post_init``.
+        A model nnx rebuilt (``nnx.eval_shape``, ``nnx.clone``) has no order
+        of its own: where two children of one of its modules draw, ``order``
+        must name them, else ``ValueError`` (and nothing drawn);
+        :func:`~initjax.replay.attribute_order` records it.
       construction: the same, for torch's *construction* order where it
         differs from registration (torchvision builds a block's
         ``downsample`` before the block's own layers, registers it last).
@@ -433,22 +471,33 @@ def torch_init(
     gen = _generator(generator)
     built = order if construction is None else construction
     draw_order = list(walk.module_paths(model, built))
-    after = None
-    if post_init is not None:
-        after = _post_pass(model, post_init, gen, order, walk_order)
     implied, redrawn = _implied(_nnx_modules(model))
     copies, xavier_after = {**implied, **(copies or {})}, [*redrawn, *xavier_after]
-    values = _replay(
-        target,
-        draw_order,
-        gen,
-        copies,
-        xavier_after,
-        add_bias_kv,
-        recipes=recipes,
-        modules_at=_nnx_modules(model),
-        after=after,
-    )
+    drawn: set[Path] = set()
+
+    def after(states: dict[Path, State], layers: list[_layers.Layer]) -> None:
+        given = "order" if construction is None else "construction"
+        _check_known_order(model, built, drawn, "the draws of construction", given)
+        if post_init is not None:
+            _post_pass(model, post_init, gen, order, walk_order)(states, layers)
+
+    start = gen.get_state()
+    try:
+        values = _replay(
+            target,
+            draw_order,
+            gen,
+            copies,
+            xavier_after,
+            add_bias_kv,
+            recipes=recipes,
+            modules_at=_nnx_modules(model),
+            after=after,
+            drawn=drawn,
+        )
+    except BaseException:
+        gen.set_state(start)  # a refusal leaves the generator where it was
+        raise
     for full, var in variables.items():
         var.set_value(jnp.asarray(values[full]))
     return model

@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .. import _limits
 from ..fans import canonical_shape
 from ..init import _real
 from . import _avx, _glibc, _xla
@@ -284,7 +285,9 @@ def uniform_(
     on AVX2/AVX512); float64 uses 53 bits of ``random64``; float16/bfloat16
     round the float32 value, and a value equal to ``b`` becomes ``a``.
 
-    Raises ``ValueError`` for ``a > b`` (torch: ``RuntimeError``).
+    Raises ``ValueError`` for ``a > b`` (torch: ``RuntimeError``) and, as
+    :func:`initjax.uniform`, for bounds outside the dtype's finite range or an
+    interval wider than the largest float it is sampled in (else inf or NaN).
     """
     gen = _check_generator(generator)
     shape, dtype = canonical_shape(shape), as_dtype(dtype)
@@ -293,6 +296,7 @@ def uniform_(
         raise ValueError(
             f"uniform_ expects to return a [from, to) range, but found from={a} > to={b}"
         )
+    _limits.check_uniform(dtype, "uniform_", a, b, F64 if dtype == F64 else F32)
     _, order = _layout(shape, strides)
     return _place(_uniform_values(gen, math.prod(shape), a, b, dtype), shape, order)
 
@@ -427,13 +431,15 @@ def normal_(
     order, whose second sample waits in the generator for the next serial
     draw of any call.
 
-    Raises ``ValueError`` for ``std < 0`` (torch: ``RuntimeError``).
+    Raises ``ValueError`` for ``std < 0`` (torch: ``RuntimeError``) and, as
+    :func:`initjax.normal`, for a mean or std outside the dtype's finite range.
     """
     gen = _check_generator(generator)
     shape, dtype = canonical_shape(shape), as_dtype(dtype)
     mean, std = _real(mean, "mean"), _real(std, "std")
     if not std >= 0.0:
         raise ValueError(f"normal expects std >= 0.0, but found std {std}")
+    _limits.check_in_range(dtype, "normal_", mean=mean, std=std)
     contiguous, order = _layout(shape, strides)
     n = math.prod(shape)
     if n >= 16 and contiguous:

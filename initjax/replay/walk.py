@@ -13,6 +13,13 @@ the pass.
 Torch's names are the Flax twin's attribute paths (list members by index),
 as in :mod:`initjax.port`; ``order=`` gives torch's registration order of a
 module's children where the twin declares them in another order.
+
+A module that nnx rebuilt (``nnx.eval_shape``, ``nnx.clone``,
+``nnx.split``/``merge``) has its attributes sorted by name: the order its
+``__init__`` assigned them is gone. :func:`rebuilt` tells such a module,
+:func:`unknown_orders` the places where that order would decide draws, and
+:func:`attribute_order` records the order from a model as ``__init__`` built
+it, for ``order=``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TorchModule", "Order", "WALKS"]
+from .. import _limits
+
+__all__ = ["TorchModule", "Order", "WALKS", "attribute_order", "rebuilt", "unknown_orders"]
 
 Path = tuple[str, ...]
 State = dict[str, np.ndarray]
@@ -50,14 +59,20 @@ def _dotted(path: Path) -> str:
     return ".".join(path)
 
 
-def _reordered(node: Any, path: Path, items: list[tuple[str, Any]], order: Order | None):
-    """``items`` (a module's children) with the keys ``order`` lists for it first, in that order."""
+def _order_keys(node: Any, path: Path, order: Order | None) -> Sequence[str]:
+    """The child names ``order`` gives for ``node`` (by dotted path, then by type): ``()``."""
     if not order:
-        return items
+        return ()
     keys = order.get(_dotted(path))
     if keys is None:
         keys = next((order[c] for c in type(node).__mro__ if c in order), None)
-    if keys is None:
+    return () if keys is None else keys
+
+
+def _reordered(node: Any, path: Path, items: list[tuple[str, Any]], order: Order | None):
+    """``items`` (a module's children) with the keys ``order`` lists for it first, in that order."""
+    keys = _order_keys(node, path, order)
+    if not keys:
         return items
     present = dict(items)
     # a name the twin sets to None (torch's nn.Identity) is no submodule here: skipped
@@ -89,6 +104,94 @@ def children(node: Any, path: Path, order: Order | None) -> list[tuple[str, Any]
     if isinstance(node, nnx.Module):
         items = _reordered(node, path, items, order)
     return items
+
+
+#: Attributes Flax gives every module: in this order when it constructs one, sorted
+#: (the other way round) when it rebuilds one.
+_FLAX_OWN = ("_pytree__state", "_pytree__nodes")
+
+
+def rebuilt(node: Any) -> bool:
+    """Whether ``node`` is an nnx module (not a list) that nnx rebuilt.
+
+    nnx rebuilds a module (``nnx.eval_shape``, ``nnx.clone``,
+    ``nnx.split``/``merge``) by setting its attributes in sorted order, so the
+    order ``__init__`` assigned them, torch's construction and registration
+    order, is gone. A module Flax constructs gets ``_pytree__state`` before
+    ``_pytree__nodes``; a rebuilt one has them sorted, whatever was added to it
+    since. (Without those two, a module whose attributes are all sorted counts
+    as rebuilt: at worst a refusal where none was needed, never a wrong draw.)
+    """
+    from flax import nnx
+
+    if not isinstance(node, nnx.Module) or isinstance(node, nnx.List):
+        return False
+    keys = list(vars(node))
+    own = [k for k in keys if k in _FLAX_OWN]
+    return own == sorted(own) if len(own) == len(_FLAX_OWN) else keys == sorted(keys)
+
+
+def unknown_orders(model: Any, order: Order | None, drew: Callable[[Path], bool]) -> list[str]:
+    """Rebuilt modules where the lost order decides draws: two or more children that
+    ``order`` does not name drew (``drew(child path)``), so torch's order between
+    them is unknown. One line per such module."""
+    found = []
+
+    def visit(node: Any, path: Path) -> None:
+        items = children(node, path, order)
+        if rebuilt(node):
+            named = set(_order_keys(node, path, order))
+            open_ = [k for k, _ in items if k not in named and drew((*path, k))]
+            if len(open_) > 1:
+                found.append(f"{_dotted(path) or '<root>'} ({type(node).__name__}): {open_}")
+        for key, child in items:
+            visit(child, (*path, key))
+
+    visit(model, ())
+    return found
+
+
+def attribute_order(model: Any) -> dict[str, list[str]]:
+    """``{dotted path: child names}`` of every module of ``model``, in its attribute order.
+
+    Call it on the model as its ``__init__`` built it (also inside the function
+    given to ``nnx.eval_shape``) and pass the result as ``order=`` to
+    :func:`initjax.replay.torch_init` for a copy that nnx rebuilt::
+
+        orders = {}
+
+        def build():
+            model = Model(rngs=nnx.Rngs(0))
+            orders.update(replay.attribute_order(model))
+            return model
+
+        model = nnx.eval_shape(build)
+        replay.torch_init(model, seed, order=orders)
+
+    Raises:
+      ValueError: ``model`` (or a module in it) was itself rebuilt by nnx, so its
+        attributes are sorted and the order is gone.
+    """
+    from flax import nnx
+
+    out: dict[str, list[str]] = {}
+
+    def visit(node: Any, path: Path) -> None:
+        items = children(node, path, None)
+        if rebuilt(node) and len(items) > 1:
+            raise ValueError(
+                f"attribute_order: {_dotted(path) or '<root>'} ({type(node).__name__}) was "
+                "rebuilt by nnx (nnx.eval_shape, nnx.clone, nnx.split/merge sort attributes "
+                "by name); call it on the model as __init__ built it, e.g. inside the "
+                "function given to nnx.eval_shape"
+            )
+        if items and isinstance(node, nnx.Module) and not isinstance(node, nnx.List):
+            out[_dotted(path)] = [k for k, _ in items]
+        for key, child in items:
+            visit(child, (*path, key))
+
+    visit(model, ())
+    return out
 
 
 def module_paths(node: Any, order: Order | None = None, path: Path = ()) -> Iterator[Path]:
@@ -145,10 +248,12 @@ class TorchModule:
         node: _Node,
         states: dict[Path, State],
         buffers: dict[Path, frozenset[str]],
+        written: set[Path] | None = None,
     ) -> None:
         self._node = node
         self._states = states
         self._buffers = buffers
+        self._written = set() if written is None else written  # layer paths assigned to
 
     @property
     def name(self) -> str:
@@ -201,9 +306,11 @@ class TorchModule:
     def __setitem__(self, name: str, value: Any) -> None:
         path, key = self._find(name)
         old = self._states[path][key]
+        self._written.add(path)
         if isinstance(value, numbers.Real):
             if not math.isfinite(value):
                 raise ValueError(f"{self.name}.{name}: fill value must be finite, got {value}")
+            _limits.check_in_range(old.dtype, f"{self.name}.{name} (constant_)", val=float(value))
             self._states[path][key] = np.full(old.shape, value, old.dtype)
             return
         new = np.asarray(value)
