@@ -87,8 +87,24 @@ class Slice:
         return self.stacked.dtype
 
     def value(self) -> jax.Array:
-        """The layer's array (``jax.lax.index_in_dim`` of the stacked one)."""
-        return jax.lax.index_in_dim(value(self.stacked), self.index, self.axis, keepdims=False)
+        """The layer's array: ``jax.lax.index_in_dim`` of the stacked one, or for a stack
+        on several devices, the layer's piece of each shard, gathered on the host (an
+        explicitly sharded layer axis cannot be sliced by index)."""
+        stacked = value(self.stacked)
+        if len(stacked.sharding.device_set) == 1:
+            return jax.lax.index_in_dim(stacked, self.index, self.axis, keepdims=False)
+        out = np.empty(self.shape, stacked.dtype)
+        seen = set()
+        for shard in stacked.addressable_shards:
+            box = tuple(s.indices(d)[:2] for s, d in zip(shard.index, stacked.shape, strict=True))
+            lo, hi = box[self.axis]
+            if not lo <= self.index < hi or box in seen:
+                continue
+            seen.add(box)
+            piece = jax.lax.index_in_dim(shard.data, self.index - lo, self.axis, keepdims=False)
+            rest = box[: self.axis] + box[self.axis + 1 :]
+            out[tuple(slice(a, b) for a, b in rest)] = np.asarray(piece)
+        return jnp.asarray(out)
 
     def root(self) -> tuple[Any, tuple[tuple[int, int], ...]]:
         """The outermost stacked leaf, and ``(axis, index)`` per level in its coordinates."""
@@ -137,6 +153,15 @@ def _torch_of(rule: R.Rule, variables: Mapping[Any, Any]) -> dict[str, tuple[int
 
 def _fits(rule: R.Rule, variables: Mapping[Any, Any]) -> bool:
     return _torch_of(rule, variables) is not None
+
+
+def _fits_within(rule: R.Rule, variables: Mapping[Any, Any]) -> bool:
+    """Whether ``rule`` fits the variables, or their layers (a stack nested inside)."""
+    if _fits(rule, variables):
+        return True
+    if not all(len(x.shape) for x in variables.values()):
+        return False
+    return _fits_within(rule, _views(variables, 0, 0))
 
 
 def _views(variables: Mapping[Any, Any], axis: int, i: int) -> dict[Any, Slice]:
@@ -192,7 +217,7 @@ def _from_rules(target: L.Target, below: Callable[[Path], Path]) -> dict[Path, _
             len(x.shape) for x in layer.variables.values()
         ):
             continue
-        if not _fits(layer.rule, _views(layer.variables, 0, 0)):
+        if not _fits_within(layer.rule, _views(layer.variables, 0, 0)):
             continue
         n = next(iter(layer.variables.values())).shape[0]
         top = below(layer.path)
@@ -217,7 +242,7 @@ def _axis(stack: Path, members: list[L.Layer], evidence: _Found, torch_shapes) -
     fitting = []
     for a in candidates:
         views = [replace(layer, variables=_views(layer.variables, a, 0)) for layer in members]
-        if all(_fits(v.rule, v.variables) for v in views) and torch_shapes(views):
+        if all(_fits_within(v.rule, v.variables) for v in views) and torch_shapes(views):
             fitting.append(a)
     if evidence.axis is not None and evidence.axis in fitting:
         return evidence.axis

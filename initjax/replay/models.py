@@ -40,6 +40,7 @@ from ..port import layers as _layers
 from ..port import rules as R
 from ..port.layers import COLLECTIONS, linen_target, nnx_target
 from ..port.recurrent import TorchRecurrent
+from ..port.stacked import Stacked, expand_order, gather, misfit, unstack
 from . import modules, walk
 from .generator import TorchGenerator
 from .init import xavier_uniform_
@@ -269,7 +270,10 @@ def _replay(
                 )
             states[path] = copy.deepcopy(states[original])
         else:
-            shapes = _torch_shapes(layer.rule, layer.variables)
+            try:
+                shapes = _torch_shapes(layer.rule, layer.variables)
+            except (ValueError, TypeError, KeyError) as e:
+                raise ValueError(f"cannot replay torch's init: {misfit(layer, e)}") from None
             recipe = _recipe(path, (modules_at or {}).get(path), recipes)
             if recipe is not None:
                 where = f"{'.'.join(path) or '<root>'} ({layer.kind})"
@@ -377,6 +381,7 @@ def torch_init(
     construction: walk.Order | None = None,
     post_init: Callable[[walk.TorchModule, TorchGenerator], None] | None = None,
     walk_order: str = "modules",
+    stacked: Stacked = None,
 ):
     """Set a ``flax.nnx`` model's parameters to those of its torch twin, in place.
 
@@ -423,6 +428,10 @@ def torch_init(
       walk_order: ``"modules"`` (parents first: ``for m in self.modules()``)
         or ``"apply"`` (children first: ``self.apply(fn)``, transformers'
         ``post_init``).
+      stacked: ``{Flax path: layer axis}`` of stacked (scanned) layers not
+        found from their rules (:mod:`initjax.port.stacked`). A stack
+        replays as torch's ``ModuleList`` of its blocks: block 0 fully, then
+        block 1, ...; named ``path.{i}`` in ``copies``/``recipes``.
 
     Returns:
       ``model``.
@@ -430,11 +439,14 @@ def torch_init(
     if walk_order not in walk.WALKS:
         raise ValueError(f"walk_order must be one of {walk.WALKS}, got {walk_order!r}")
     target, variables = nnx_target(model, rules)
+    target, stacks = unstack(target, None, None, stacked)
     gen = _generator(generator)
     built = order if construction is None else construction
-    draw_order = list(walk.module_paths(model, built))
+    draw_order = expand_order(walk.module_paths(model, built), stacks, "nnx")
     after = None
     if post_init is not None:
+        if stacks:
+            raise ValueError("post_init= does not walk stacked (scanned) layers yet")
         after = _post_pass(model, post_init, gen, order, walk_order)
     implied, redrawn = _implied(_nnx_modules(model))
     copies, xavier_after = {**implied, **(copies or {})}, [*redrawn, *xavier_after]
@@ -449,6 +461,7 @@ def torch_init(
         modules_at=_nnx_modules(model),
         after=after,
     )
+    values = gather(values, target)
     for full, var in variables.items():
         var.set_value(jnp.asarray(values[full]))
     return model
@@ -488,6 +501,7 @@ def torch_variables(
     add_bias_kv: Sequence[str] = (),
     rules: Mapping[type, Any] | None = None,
     recipes: Mapping[Any, Recipe] | None = None,
+    stacked: Stacked = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """A ``flax.linen`` model's variables with its torch twin's initial parameters.
@@ -496,13 +510,14 @@ def torch_variables(
     abstractly on ``*args, **kwargs`` (example inputs) to find the layers in
     the order it first calls them, then each draws what its torch twin
     draws (or its ``recipes`` entry, as in :func:`torch_init`; the
-    post-construction pass is nnx-only). Returns ``{"params": ...,
-    "batch_stats": ...}`` as ``model.init`` would.
+    post-construction pass is nnx-only). Stacked layers (``nn.scan``) replay
+    as torch's ``ModuleList``, as in :func:`torch_init` (``stacked`` too).
+    Returns ``{"params": ..., "batch_stats": ...}`` as ``model.init`` would.
     """
     layers = _layers.linen_layers(model, *args, **kwargs)
     abstract = jax.eval_shape(lambda key: model.init(key, *args, **kwargs), jax.random.key(0))
-    target = linen_target(abstract, layers, rules)
-    order = [tuple(p) for p in layers]
+    target, stacks = unstack(linen_target(abstract, layers, rules), None, None, stacked)
+    order = expand_order((tuple(p) for p in layers), stacks, "linen")
     implied, redrawn = _implied({tuple(p): m for p, m in layers.items()})
     copies, xavier_after = {**implied, **(copies or {})}, [*redrawn, *xavier_after]
     values = _replay(
@@ -515,6 +530,7 @@ def torch_variables(
         recipes=recipes,
         modules_at={tuple(p): m for p, m in layers.items()},
     )
+    values = gather(values, target)
     from flax import traverse_util
 
     out: dict[str, Any] = {}
