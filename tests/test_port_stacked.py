@@ -103,7 +103,7 @@ def test_recipe_ports_from_module_list_and_back():
     torch.manual_seed(0)
     twin = TorchModel(D, N)
     sd = twin.state_dict()
-    model = RECIPE["Model"](D, N, nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: RECIPE["Model"](D, N, nnx.Rngs(0)))
     assert port.torch_to_nnx(sd, model).ok
     for i in range(N):  # layer i in slice i, bit for bit
         for name in ("fc", "proj"):
@@ -122,9 +122,9 @@ def test_recipe_ports_from_module_list_and_back():
     assert len(plain) == len(reference)
 
 
-def test_abstract_target():
+def test_built_target():
     sd = _torch(1, TorchModel, D, N)
-    model = nnx.eval_shape(lambda: RECIPE["Model"](D, N, nnx.Rngs(0)))
+    model = RECIPE["Model"](D, N, nnx.Rngs(0))
     assert port.torch_to_nnx(sd, model).ok
     _assert_exact(port.nnx_to_torch(model, torch_keys=sd), sd)
 
@@ -133,7 +133,7 @@ def test_abstract_target():
 def test_gpt2_twin_ports_from_module_list(api, tmp_path):
     sd = _torch(2, GPT2.TorchGPT2, TINY)
     if api == "nnx":
-        model = GPT2.NnxGPT2(TINY, rngs=nnx.Rngs(0), stacked=True)
+        model = nnx.eval_shape(lambda: GPT2.NnxGPT2(TINY, rngs=nnx.Rngs(0), stacked=True))
         assert port.torch_to_nnx(sd, model).ok
         kernel = model.h.c_attn.kernel
         back = port.nnx_to_torch(model, torch_keys=sd)
@@ -166,7 +166,8 @@ def test_wrong_layer_count_names_both(api):
     other = GPT2.Config(vocab=13, context=5, width=8, layers=4)
     with pytest.raises(port.PortError) as e:
         if api == "nnx":
-            port.torch_to_nnx(sd, GPT2.NnxGPT2(other, rngs=nnx.Rngs(0), stacked=True))
+            model = nnx.eval_shape(lambda: GPT2.NnxGPT2(other, rngs=nnx.Rngs(0), stacked=True))
+            port.torch_to_nnx(sd, model)
         else:
             model, tokens = GPT2.LinenGPT2(other, stacked=True), jnp.zeros((1, 5), jnp.int32)
             abstract = jax.eval_shape(model.init, jax.random.key(0), tokens)
@@ -217,7 +218,7 @@ class TorchStaged(torch.nn.Module):
 
 def test_nested_stacks_port_and_replay():
     sd = _torch(4, TorchStaged, 4, 2, 3)
-    model = Staged(4, 2, 3, nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: Staged(4, 2, 3, nnx.Rngs(0)))
     assert model.stages.blocks.fc.kernel.shape == (2, 3, 4, 16)
     assert port.torch_to_nnx(sd, model).ok
     np.testing.assert_array_equal(
@@ -235,10 +236,11 @@ def test_nested_stacks_port_and_replay():
 @pytest.mark.parametrize("seed", [0, 7])
 def test_replay_nnx_stacks_as_module_list(seed):
     sd = _torch(seed, TorchModel, D, N)
-    model = replay.torch_init(RECIPE["Model"](D, N, nnx.Rngs(1)), seed)
+    model = replay.torch_init(nnx.eval_shape(lambda: RECIPE["Model"](D, N, nnx.Rngs(1))), seed)
     _assert_exact(port.nnx_to_torch(model, torch_keys=sd), sd)
     gpt = _torch(seed, GPT2.TorchGPT2, TINY)  # ln_1, c_attn, ... in assignment order
-    model = replay.torch_init(GPT2.NnxGPT2(TINY, rngs=nnx.Rngs(1), stacked=True), seed)
+    model = nnx.eval_shape(lambda: GPT2.NnxGPT2(TINY, rngs=nnx.Rngs(1), stacked=True))
+    replay.torch_init(model, seed)
     _assert_exact(port.nnx_to_torch(model, torch_keys=gpt), gpt)
 
 
@@ -267,15 +269,19 @@ class Sideways(nnx.Module):
 
 def test_layer_axis_found_or_named():
     sd = _torch(5, TorchModel, D, N)
-    model = Sideways(nnx.Rngs(0))
+
+    def sideways():
+        return nnx.eval_shape(lambda: Sideways(nnx.Rngs(0)))
+
+    model = sideways()
     assert model.blocks.fc.kernel.shape == (D, N, 4 * D)
     assert port.torch_to_nnx(sd, model).ok  # the only axis that fits torch's shapes
     _assert_exact(port.nnx_to_torch(model, torch_keys=sd), sd)
-    assert port.torch_to_nnx(sd, Sideways(nnx.Rngs(0)), stacked={"blocks": 1}).ok
+    assert port.torch_to_nnx(sd, sideways(), stacked={"blocks": 1}).ok
     with pytest.raises(port.PortError, match=r"name the axis with stacked=\{'blocks': axis\}"):
-        port.torch_to_nnx(sd, Sideways(nnx.Rngs(0)), stacked={"blocks": 0})
+        port.torch_to_nnx(sd, sideways(), stacked={"blocks": 0})
     with pytest.raises(ValueError, match="no module at"):
-        port.torch_to_nnx(sd, Sideways(nnx.Rngs(0)), stacked={"block": 1})
+        port.torch_to_nnx(sd, sideways(), stacked={"block": 1})
 
 
 def test_no_raw_jax_error():

@@ -80,7 +80,9 @@ def children(node: Any, path: Path, order: Order | None) -> list[tuple[str, Any]
         items = [(k, v) for k, v in vars(node).items() if not k.startswith("_")]
         # a module rebuilt from its graph (``nnx.vmap``'s output: stacked layers) has its
         # attributes sorted by name; nnx keeps their assignment order in ``_pytree__nodes``
-        assigned = {k: i for i, k in enumerate(getattr(node, "_pytree__nodes", ()))}
+        assigned: dict[str, int] = {
+            str(k): i for i, k in enumerate(getattr(node, "_pytree__nodes", ()))
+        }
         items.sort(key=lambda item: assigned.get(item[0], len(assigned)))
     elif isinstance(node, (list, tuple, nnx.List)):
         items = [(str(i), v) for i, v in enumerate(node)]
