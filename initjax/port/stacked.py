@@ -246,8 +246,13 @@ def _axis(stack: Path, members: list[L.Layer], evidence: _Found, torch_shapes) -
             fitting.append(a)
     if evidence.axis is not None and evidence.axis in fitting:
         return evidence.axis
+    if 0 in fitting or len(fitting) == 1:
+        return 0 if 0 in fitting else fitting[0]
     if fitting:
-        return 0 if 0 in fitting else fitting[0] if len(fitting) == 1 else "ambiguous"
+        return (
+            f"{'/'.join(stack)}: axes {fitting} of its variables ({_shapes(members)}) could "
+            f"each be the layer axis; name it with stacked={{'{'/'.join(stack)}': axis}}"
+        )
     return (
         f"{'/'.join(stack)}: torch holds it as a list of layers, but no axis of its Flax "
         f"variables ({_shapes(members)}) is a layer axis that leaves each layer the shapes "
@@ -306,10 +311,9 @@ def unstack(
         else:
             for p, e in _from_rules(target, below).items():
                 found.setdefault(p, e)
+        found = {p: e for p, e in found.items() if p not in failed}
         found = {
-            p: e
-            for p, e in found.items()
-            if p not in failed and not any(_within(p, q) and q != p for q in found)
+            p: e for p, e in found.items() if not any(_within(p, q) != (p == q) for q in found)
         }
         if not found:
             break
@@ -335,7 +339,7 @@ def unstack(
 
             axis = _axis(p, members, evidence, shapes_fit)
             if isinstance(axis, str):
-                problems.append(axis if axis != "ambiguous" else _ambiguous(p, members))
+                problems.append(axis)
                 continue
             count = members[0].variables[min(members[0].variables)].shape[axis]
             if evidence.indices and evidence.indices != set(range(count)):
@@ -380,13 +384,6 @@ def _strip(p: Path, members: list[L.Layer], evidence: _Found) -> int:
         if any(rest[: len(s) - k] == s[k:] for rest in evidence.rests for s in subs):
             return k
     return 0
-
-
-def _ambiguous(p: Path, members: list[L.Layer]) -> str:
-    return (
-        f"{'/'.join(p)}: several axes of its variables ({_shapes(members)}) could be the "
-        f"layer axis; name it with stacked={{'{'/'.join(p)}': axis}}"
-    )
 
 
 def _count(p: Path, members: list[L.Layer], evidence: _Found, count: int, axis: int) -> str:
