@@ -279,9 +279,19 @@ def test_layer_axis_found_or_named():
     _assert_exact(port.nnx_to_torch(model, torch_keys=sd), sd)
     assert port.torch_to_nnx(sd, sideways(), stacked={"blocks": 1}).ok
     with pytest.raises(port.PortError, match=r"name the axis with stacked=\{'blocks': axis\}"):
-        port.torch_to_nnx(sd, sideways(), stacked={"blocks": 0})
+        port.torch_to_nnx(sd, sideways(), stacked={"blocks": 0})  # not a layer axis
     with pytest.raises(ValueError, match="no module at"):
         port.torch_to_nnx(sd, sideways(), stacked={"block": 1})
+
+
+def test_layer_shape_mismatch_names_key_path_and_shapes():
+    sd = _torch(0, TorchModel, D + 1, N)
+    with pytest.raises(port.PortError) as e:
+        port.torch_to_nnx(sd, nnx.eval_shape(lambda: RECIPE["Model"](D, N, nnx.Rngs(0))))
+    message = str(e.value)
+    assert "blocks.2.fc.weight: torch shape (36, 9), but blocks/2/fc (Linear) needs (32, 8)" in (
+        message
+    ), message
 
 
 def test_no_raw_jax_error():

@@ -233,32 +233,37 @@ def _from_rules(target: L.Target, below: Callable[[Path], Path]) -> dict[Path, _
 
 
 def _axis(stack: Path, members: list[L.Layer], evidence: _Found, torch_shapes) -> int | str:
-    """The stack's layer axis, or a message saying why none fits."""
+    """The stack's layer axis, or a message saying why none fits.
+
+    The axes whose removal leaves every layer variables its rule ports; among them
+    those that also give torch's layer-0 shapes, if any do (a shape that still differs
+    is then reported as mismatched, naming both); axis 0 where several remain.
+    """
     leaves = [x for layer in members for x in layer.variables.values()]
     ndim = min(len(x.shape) for x in leaves)
     candidates = [a for a in range(ndim) if len({x.shape[a] for x in leaves}) == 1]
     if evidence.explicit:
         candidates = [a for a in candidates if a == evidence.axis]
-    fitting = []
+    fitting, matching = [], []
     for a in candidates:
         views = [replace(layer, variables=_views(layer.variables, a, 0)) for layer in members]
-        if all(_fits_within(v.rule, v.variables) for v in views) and torch_shapes(views):
+        if all(_fits_within(v.rule, v.variables) for v in views):
             fitting.append(a)
-    if evidence.axis is not None and evidence.axis in fitting:
-        return evidence.axis
-    if 0 in fitting or len(fitting) == 1:
-        return 0 if 0 in fitting else fitting[0]
-    if fitting:
+            if torch_shapes(views):
+                matching.append(a)
+    found = matching or fitting
+    if 0 in found or len(found) == 1:
+        return 0 if 0 in found else found[0]
+    name = "/".join(stack)
+    if found:
         return (
-            f"{'/'.join(stack)}: axes {fitting} of its variables ({_shapes(members)}) could "
-            f"each be the layer axis; name it with stacked={{'{'/'.join(stack)}': axis}}"
+            f"{name}: axes {found} of its variables ({_shapes(members)}) could each be "
+            f"the layer axis; name it with stacked={{'{name}': axis}}"
         )
     return (
-        f"{'/'.join(stack)}: torch holds it as a list of layers, but no axis of its Flax "
-        f"variables ({_shapes(members)}) is a layer axis that leaves each layer the shapes "
-        "torch's layer 0 has; name the axis with stacked={'"
-        + "/".join(stack)
-        + "': axis}, or reshape the Flax variables"
+        f"{name}: torch holds it as a list of layers, but no axis of its Flax variables "
+        f"({_shapes(members)}) is a layer axis that leaves each layer variables its rule "
+        f"ports; name the axis with stacked={{'{name}': axis}}, or reshape the Flax variables"
     )
 
 
@@ -339,7 +344,15 @@ def unstack(
 
             axis = _axis(p, members, evidence, shapes_fit)
             if isinstance(axis, str):
-                problems.append(axis)
+                first = _indexed(p, 0, flavor)
+                torch0 = [
+                    f"{k} {tuple((torch_shapes or {}).get(k, ()))}"
+                    for path, k in sorted(by_path.items())
+                    if _within(path, first)
+                ]
+                problems.append(
+                    axis + (f" (torch's layer 0: {', '.join(torch0)})" if torch0 else "")
+                )
                 continue
             count = members[0].variables[min(members[0].variables)].shape[axis]
             if evidence.indices and evidence.indices != set(range(count)):
