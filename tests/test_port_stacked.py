@@ -129,6 +129,19 @@ def test_built_target():
     _assert_exact(port.nnx_to_torch(model, torch_keys=sd), sd)
 
 
+def test_non_strict_fills_one_layer():
+    sd = _torch(1, TorchModel, D, N)
+    del sd["blocks.1.fc.bias"]
+    model = nnx.eval_shape(lambda: RECIPE["Model"](D, N, nnx.Rngs(0)))
+    report = port.torch_to_nnx(sd, model, strict=False, key=jax.random.key(0))
+    assert report.missing == ("params/blocks/1/fc/bias (no torch blocks.1.fc.bias)",)
+    bias = np.asarray(model.blocks.fc.bias)
+    np.testing.assert_array_equal(
+        bias[[0, 2]], np.stack([sd["blocks.0.fc.bias"], sd["blocks.2.fc.bias"]])
+    )
+    assert 0 < np.abs(bias[1]).max() <= D**-0.5  # torch's Linear bias bound, 1/sqrt(fan_in)
+
+
 @pytest.mark.parametrize("api", ["nnx", "linen"])
 def test_gpt2_twin_ports_from_module_list(api, tmp_path):
     sd = _torch(2, GPT2.TorchGPT2, TINY)
