@@ -318,6 +318,11 @@ def test_no_raw_jax_error():
     assert "blocks/fc (Linear): variables blocks/fc/bias (3, 32), blocks/fc/kernel" in message
     assert "stacked={'<stack path>': axis}" in message, message
     assert "layers.0.fc.weight" in message, message  # the unexpected torch keys, named
+    with pytest.raises(port.PortError) as e:  # back, axis 1 and no torch keys to find it
+        port.nnx_to_torch(nnx.eval_shape(lambda: Sideways(nnx.Rngs(0))))
+    message = str(e.value)
+    assert "permutation" not in message, message
+    assert "blocks/fc (Linear): variables blocks/fc/bias (32, 3), blocks/fc/kernel" in message
 
 
 # ----------------------------------------------------------------- sharded ---

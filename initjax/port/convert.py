@@ -477,16 +477,8 @@ def _plan_export(
         target, _ = S.unstack(target, paths, None, stacked)
     else:
         target, _ = S.unstack(target, None, None, stacked)
-    misfits = []
-    for layer in target.layers:
-        abstract = {v: jax.ShapeDtypeStruct(x.shape, x.dtype) for v, x in layer.variables.items()}
-        try:
-            jax.eval_shape(layer.rule.to_torch, abstract)
-        except (ValueError, TypeError, KeyError) as e:
-            misfits.append(S.misfit(layer, e))
-    if target.orphans or target.problems or misfits:
-        lines = list(target.problems) + misfits
-        lines += [
+    if target.orphans or target.problems:
+        lines = list(target.problems) + [
             f"{_join(full)}: no porting rule for its layer type {kind}"
             for full, kind in sorted(target.orphans.items())
         ]
@@ -498,10 +490,14 @@ def _plan_export(
         paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
         names = {path: k for k, path in paths.items()}
     plan: list[_Out] = []
-    unknown, produced = [], set()
+    unknown, produced, misfits = [], set(), []
     for layer in target.layers:
         abstract = {v: jax.ShapeDtypeStruct(x.shape, x.dtype) for v, x in layer.variables.items()}
-        tensors = jax.eval_shape(layer.rule.to_torch, abstract)
+        try:
+            tensors = jax.eval_shape(layer.rule.to_torch, abstract)
+        except (ValueError, TypeError, KeyError) as e:
+            misfits.append(S.misfit(layer, e))
+            continue
         for name, value in sorted(tensors.items()):
             path = layer.path + tuple(name.split("."))
             if names is None:
@@ -516,6 +512,8 @@ def _plan_export(
         if names is not None:
             for name in layer.rule.ignore:
                 produced.add(layer.path + tuple(name.split(".")))
+    if misfits:
+        raise PortError(PortReport(unsupported=tuple(misfits)), True)
     if names is not None:
         absent = [k for path, k in names.items() if path not in produced]
         if unknown or absent:
@@ -535,10 +533,9 @@ def _export(
     plan = _plan_export(target, torch_keys, rename, stacked)
     values: dict[str, np.ndarray] = {}
     for layer in {id(out.layer): out.layer for out in plan}.values():
-        outs = [out for out in plan if out.layer is layer]
-        if outs:
-            tensors = layer.rule.to_torch({v: S.value(x) for v, x in layer.variables.items()})
-            for out in outs:
+        tensors = layer.rule.to_torch({v: S.value(x) for v, x in layer.variables.items()})
+        for out in plan:
+            if out.layer is layer:
                 values[out.key] = np.asarray(jax.device_get(tensors[out.name]))
     return {out.key: values[out.key] for out in plan}
 
