@@ -15,7 +15,9 @@ A stack is found
 - from the torch keys: ``prefix.{i}.rest`` where the Flax model has a module
   at ``prefix`` and none at ``prefix/{i}``; its layer axis is the one whose
   removal gives every layer the shapes torch's layer 0 has (axis 0, the
-  ``vmap``/``scan`` default, where several do);
+  ``vmap``/``scan`` default, where several do), or where none does, the one
+  that leaves each layer variables its rule ports (the shapes that differ are
+  then reported as mismatched, torch key, Flax path and both shapes);
 - without torch keys (replay, a reverse port without ``torch_keys``): from a
   layer whose rule cannot hold its variables (a 3-D ``Linear`` kernel) but can
   without their leading axis: the stack is its outermost enclosing module
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -44,6 +45,7 @@ from . import _stream
 from . import layers as L
 from . import rules as R
 from ._checkpoint import Box
+from .names import _INDEX
 
 __all__ = [
     "Slice",
@@ -61,8 +63,6 @@ __all__ = [
 Path = tuple[str, ...]
 #: ``{Flax path of a stacked module ("blocks", "stages/blocks"): its layer axis}``.
 Stacked = Mapping[str, int] | None
-
-_INDEX = re.compile(r"^(?P<name>.+)_(?P<k>\d+)$")
 
 
 @dataclass(frozen=True, eq=False)
