@@ -434,7 +434,7 @@ def _put(buf: jax.Array, piece: jax.Array, starts: jax.Array, axes: tuple[int, .
 
 
 def place(
-    parts: Mapping[tuple[int, ...], Callable[[Box], np.ndarray]],
+    parts: dict[tuple[int, ...], Callable[[Box], np.ndarray]],
     axes: tuple[int, ...],
     shape: tuple[int, ...],
     dtype: Any,
@@ -443,51 +443,58 @@ def place(
     """A stacked variable from its layers: ``parts[(i, ...)](box)`` is layer ``(i, ...)`` 's
     piece (``box`` in the layer's shape) along stacked ``axes`` of ``shape``.
 
-    Each shard of ``sharding`` is built on its devices layer by layer (an in-place
-    update of a zeroed buffer), so the host holds one layer's piece at a time.
+    Every shard of ``sharding`` starts as a zeroed buffer on its devices; layer by layer,
+    each shard holding a part of the layer gets its piece (an in-place update), and the
+    layer's reader is dropped (``parts`` is consumed), so the host holds one layer's
+    piece, and at most one layer's tensors, at a time.
     """
     dtype = np.dtype(dtype)
     if sharding is None:
         boxes = {tuple((0, d) for d in shape): [None]}
     else:
         boxes = _stream.shard_boxes(sharding, shape)
-    arrays = []
-    for box, devices in boxes.items():
-        ranges = [range(*box[a]) for a in axes]
-        inner = tuple(b for a, b in enumerate(box) if a not in axes)
-        lens = tuple(hi - lo for lo, hi in box)
-        bufs = [jnp.zeros(lens, dtype, device=d) for d in devices]
-        for index in itertools.product(*ranges):
+    bufs = {
+        box: [jnp.zeros(tuple(hi - lo for lo, hi in box), dtype, device=d) for d in devices]
+        for box, devices in boxes.items()
+    }
+    for index in itertools.product(*(range(shape[a]) for a in axes)):
+        part = parts.pop(index)
+        for box in boxes:
+            if not all(box[a][0] <= i < box[a][1] for a, i in zip(axes, index, strict=True)):
+                continue
             try:
-                piece = parts[index](inner)
+                piece = part(tuple(b for a, b in enumerate(box) if a not in axes))
             except R.NotRepresentable as e:
                 raise R.NotRepresentable(f"layer {', '.join(map(str, index))}: {e}") from None
             starts = np.zeros(len(shape), np.int32)
             for a, i in zip(axes, index, strict=True):
                 starts[a] = i - box[a][0]
-            bufs = [_put(b, piece, starts, axes) for b in bufs]
-            for b in bufs:
+            bufs[box] = [_put(b, piece, starts, axes) for b in bufs[box]]
+            for b in bufs[box]:
                 b.block_until_ready()
             del piece
-        arrays += bufs
+        del part
+    arrays = [b for box in boxes for b in bufs[box]]
     if sharding is None:
         return arrays[0]
     return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
 
 def place_layers(
-    parts: Mapping[Slice, Callable[[Box], np.ndarray]],
+    parts: dict[Slice, Callable[[Box], np.ndarray]],
     target: L.Target,
     sharding_of: Callable[[Any], jax.sharding.Sharding | None],
 ) -> dict[tuple[str, ...], jax.Array]:
-    """Every stacked variable of ``target`` from its layers' readers (one per :class:`Slice`).
+    """Every stacked variable of ``target`` from its layers' readers (one per :class:`Slice`;
+    ``parts`` is consumed, so that each reader is dropped once its layer is placed).
 
     Raises:
       NotRepresentable: a layer's conversion, naming the layer's index.
     """
     roots = {id(leaf): full for full, leaf in target.leaves.items()}
     by_root: dict[tuple[str, ...], tuple[Any, tuple[int, ...], dict]] = {}
-    for view, part in parts.items():
+    while parts:
+        view, part = parts.popitem()
         root, levels = view.root()
         entry = by_root.setdefault(roots[id(root)], (root, tuple(a for a, _ in levels), {}))
         entry[2][tuple(i for _, i in levels)] = part
