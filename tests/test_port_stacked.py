@@ -251,6 +251,9 @@ def test_replay_nnx_stacks_as_module_list(seed):
     sd = _torch(seed, TorchModel, D, N)
     model = replay.torch_init(nnx.eval_shape(lambda: RECIPE["Model"](D, N, nnx.Rngs(1))), seed)
     _assert_exact(port.nnx_to_torch(model, torch_keys=sd), sd)
+    names = replay.parameter_map(model)  # one torch key per layer, into the stacked variable
+    assert list(names) == list(sd)
+    assert names["blocks.2.fc.weight"] == [("params", "blocks", "fc", "kernel")]
     gpt = _torch(seed, GPT2.TorchGPT2, TINY)  # ln_1, c_attn, ... in assignment order
     model = nnx.eval_shape(lambda: GPT2.NnxGPT2(TINY, rngs=nnx.Rngs(1), stacked=True))
     replay.torch_init(model, seed)

@@ -58,6 +58,7 @@ __all__ = [
     "gather",
     "expand_order",
     "misfit",
+    "model_paths",
 ]
 
 Path = tuple[str, ...]
@@ -480,6 +481,24 @@ def place(
     return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
 
 
+def _roots(target: L.Target) -> dict[int, tuple[str, ...]]:
+    """The model's full variable path of each of ``target``'s own leaves, by identity."""
+    return {id(leaf): full for full, leaf in target.leaves.items()}
+
+
+def model_paths(target: L.Target) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Each layer variable's full path in ``target`` -> the model's variable it lives in
+    (a stacked layer's: the stacked variable)."""
+    roots = _roots(target)
+    return {
+        (var[0], *layer.path, *var[1:]): roots[id(leaf.root()[0])]
+        if isinstance(leaf, Slice)
+        else (var[0], *layer.path, *var[1:])
+        for layer in target.layers
+        for var, leaf in layer.variables.items()
+    }
+
+
 def place_layers(
     parts: dict[Slice, Callable[[Box], np.ndarray]],
     target: L.Target,
@@ -491,7 +510,7 @@ def place_layers(
     Raises:
       NotRepresentable: a layer's conversion, naming the layer's index.
     """
-    roots = {id(leaf): full for full, leaf in target.leaves.items()}
+    roots = _roots(target)
     by_root: dict[tuple[str, ...], tuple[Any, tuple[int, ...], dict]] = {}
     while parts:
         view, part = parts.popitem()
@@ -509,7 +528,7 @@ def gather(
 ) -> dict[tuple[str, ...], np.ndarray]:
     """Host values keyed by per-layer variable paths -> stacked values by the model's paths."""
     out: dict[tuple[str, ...], np.ndarray] = {}
-    roots = {id(leaf): full for full, leaf in target.leaves.items()}
+    roots = _roots(target)
     for layer in target.layers:
         for var, leaf in layer.variables.items():
             full = (var[0], *layer.path, *var[1:])

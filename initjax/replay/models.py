@@ -40,7 +40,7 @@ from ..port import layers as _layers
 from ..port import rules as R
 from ..port.layers import COLLECTIONS, linen_target, nnx_target
 from ..port.recurrent import TorchRecurrent
-from ..port.stacked import Stacked, expand_order, gather, misfit, unstack
+from ..port.stacked import Stacked, expand_order, gather, misfit, model_paths, unstack
 from . import modules, walk
 from .generator import TorchGenerator
 from .init import xavier_uniform_
@@ -468,7 +468,7 @@ def torch_init(
 
 
 def parameter_map(
-    model: Any, *, rules: Mapping[type, Any] | None = None
+    model: Any, *, rules: Mapping[type, Any] | None = None, stacked: Stacked = None
 ) -> dict[str, list[tuple[str, ...]]]:
     """Each torch tensor name of a ``flax.nnx`` model's twin -> the Flax variables it fills.
 
@@ -476,19 +476,24 @@ def parameter_map(
     torch's ``state_dict`` names (the twin's attribute paths, as
     :mod:`initjax.port` reads them), each with the full paths ``(collection,
     *path)`` of the Flax variables computed from it (several for a fused
-    tensor such as ``in_proj_weight``), in the twin's layer order.
+    tensor such as ``in_proj_weight``), in the twin's layer order. A stacked
+    layer's tensors (``blocks.0.fc.weight``, ``blocks.1.fc.weight``, ...) each
+    fill a slice of the one stacked variable (``("params", "blocks", "fc",
+    "kernel")``); ``stacked`` as in :func:`torch_init`.
     """
-    target, _ = nnx_target(model, rules)
+    target, _ = unstack(nnx_target(model, rules)[0], None, None, stacked)
     out: dict[str, list[tuple[str, ...]]] = {}
+    paths = model_paths(target)
     for layer in target.layers:
         shapes = {v: tuple(x.shape) for v, x in layer.variables.items()}
         prefix = ".".join(layer.path)
         for var, spec in layer.rule.specs(shapes).items():
             if var not in shapes:
                 continue
+            full = paths[(var[0], *layer.path, *var[1:])]
             for name in spec.needs:
                 key = f"{prefix}.{name}" if prefix else name
-                out.setdefault(key, []).append((var[0], *layer.path, *var[1:]))
+                out.setdefault(key, []).append(full)
     return out
 
 
