@@ -6,7 +6,8 @@ The target is docs/first-init.md's stacked recipe made abstract with ``nnx.eval_
 its stacked kernels sharded one along the layer axis, one across each layer. Prints
 one JSON line of facts: every layer equals torch's in its slice, every variable has
 the sharding asked for, each checkpoint byte was read once, and the reverse port
-gives torch's tensors back.
+gives torch's tensors back. Then, on one device, the host's peak above the result
+while porting a larger stack, in layers (a stack assembled on the host would be 16).
 """
 
 from __future__ import annotations
@@ -40,6 +41,48 @@ def recipe() -> dict:
     namespace: dict = {}
     exec(block[: block.index("\n# One jitted init")], namespace)
     return namespace
+
+
+def status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def peak(file: str, layers: int = 16, shape: tuple[int, int] = (1024, 512)) -> dict:
+    """Host peak above the result while porting a stack into one device, as a multiple
+    of one layer's tensor (the programs are compiled by a first port)."""
+    rng = np.random.default_rng(0)
+    port.save_safetensors(
+        file,
+        {f"blocks.{i}.fc.weight": rng.standard_normal(shape, np.float32) for i in range(layers)},
+    )
+
+    class Block(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.fc = nnx.Linear(shape[1], shape[0], use_bias=False, rngs=rngs)
+
+    class Model(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            @nnx.split_rngs(splits=layers)
+            @nnx.vmap(in_axes=(0,), out_axes=0)
+            def blocks(rngs: nnx.Rngs) -> Block:
+                return Block(rngs)
+
+            self.blocks = blocks(rngs)
+
+    warm = nnx.eval_shape(lambda: Model(nnx.Rngs(0)))
+    port.torch_to_nnx(file, warm)  # kept alive: its memory is not reused below
+    model = nnx.eval_shape(lambda: Model(nnx.Rngs(0)))
+    before = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    port.torch_to_nnx(file, model)
+    above = status("VmHWM") - before - model.blocks.fc.kernel.get_value().nbytes
+    del warm
+    return dict(peak_in_layers=round(above / (4 * shape[0] * shape[1]), 2))
 
 
 def main(file: str) -> None:
@@ -87,6 +130,7 @@ def main(file: str) -> None:
                 read_bytes=read_bytes,
                 checkpoint_bytes=sum(t.nbytes for t in checkpoint.values()),
                 back_equal=back_equal,
+                **peak(file + ".peak.safetensors"),
             )
         )
     )

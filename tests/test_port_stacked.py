@@ -331,7 +331,7 @@ def test_no_raw_jax_error():
 # ----------------------------------------------------------------- sharded ---
 
 
-def test_sharded_stacks_read_each_layer_once(tmp_path):
+def test_sharded_stacks_read_each_layer_once_host_holds_one_layer(tmp_path):
     sd = _torch(6, TorchModel, D, 4)
     port.save_safetensors(tmp_path / "model.safetensors", sd)
     env = {
@@ -350,6 +350,7 @@ def test_sharded_stacks_read_each_layer_once(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts.pop("peak_in_layers") <= 2, facts  # one layer's piece, plus allocator slack
     assert facts == {
         "equal": True,
         "right_sharding": True,
