@@ -13,7 +13,7 @@ per variable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -22,7 +22,7 @@ import numpy as np
 from . import rules as R
 from ._checkpoint import Box, Tensor
 
-__all__ = ["place"]
+__all__ = ["place", "reader", "shard_boxes"]
 
 _CHUNK = 1 << 22  # bytes of torch rows converted at a time
 
@@ -83,17 +83,13 @@ def _whole(spec: R.Spec, tensors: Sequence[Tensor], dtype: np.dtype, shape, wher
     return value
 
 
-def place(
-    spec: R.Spec,
-    tensors: Sequence[Tensor],
-    shape: tuple[int, ...],
-    dtype: Any,
-    sharding: jax.sharding.Sharding | None,
-    where: str,
-) -> jax.Array:
-    """The Flax variable ``spec`` computes from ``tensors``, on ``sharding``'s devices.
+def reader(
+    spec: R.Spec, tensors: Sequence[Tensor], shape: tuple[int, ...], dtype: Any, where: str
+) -> Callable[[Box], np.ndarray]:
+    """``part(box)``: the box of the Flax variable ``spec`` computes from ``tensors``.
 
-    ``sharding=None``: one uncommitted array on the default device.
+    A :class:`~initjax.port.rules.Layout` reads just the box of its tensor; other
+    conversions read their tensors whole, once, on the first call.
 
     Raises:
       NotRepresentable: from the rule's conversion.
@@ -114,14 +110,38 @@ def place(
         # np.asarray keeps 0-d values 0-d (np.ascontiguousarray would make them 1-d)
         return np.asarray(whole[tuple(slice(lo, hi) for lo, hi in box)], order="C")
 
+    return part
+
+
+def shard_boxes(sharding: jax.sharding.Sharding, shape: tuple[int, ...]) -> dict[Box, list[Any]]:
+    """Each distinct box of ``shape`` that ``sharding`` puts on this process's devices."""
+    groups: dict[Box, list[Any]] = {}
+    for device, index in sharding.addressable_devices_indices_map(shape).items():
+        groups.setdefault(_box(index, shape), []).append(device)
+    return groups
+
+
+def place(
+    spec: R.Spec,
+    tensors: Sequence[Tensor],
+    shape: tuple[int, ...],
+    dtype: Any,
+    sharding: jax.sharding.Sharding | None,
+    where: str,
+) -> jax.Array:
+    """The Flax variable ``spec`` computes from ``tensors``, on ``sharding``'s devices.
+
+    ``sharding=None``: one uncommitted array on the default device.
+
+    Raises:
+      NotRepresentable: from the rule's conversion.
+    """
+    part = reader(spec, tensors, shape, dtype, where)
     if sharding is None:
         placed = jax.device_put(part(tuple((0, d) for d in shape)))  # uncommitted, as jnp.asarray
     else:
-        groups: dict[Box, list[Any]] = {}
-        for device, index in sharding.addressable_devices_indices_map(shape).items():
-            groups.setdefault(_box(index, shape), []).append(device)
         arrays = []
-        for box, devices in groups.items():
+        for box, devices in shard_boxes(sharding, shape).items():
             host = part(box)
             arrays += [jax.device_put(host, d) for d in devices]
             del host

@@ -31,6 +31,7 @@ import numpy as np
 from . import _stream
 from . import layers as L
 from . import rules as R
+from . import stacked as S
 from ._checkpoint import Checkpoint, open_checkpoint
 from ._save import write_checkpoint
 from ._source import Source, StateDict
@@ -203,7 +204,11 @@ def _port(
     strict: bool,
     key: jax.Array | None,
     allow_lossy_cast: bool,
+    stacked: S.Stacked = None,
 ) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
+    paths = torch_paths(state, target.flavor, rename, stacks=target.stacks)
+    shapes = {k: tuple(state[k].shape) for k in state}
+    target, _ = S.unstack(target, paths, shapes, stacked)
     paths = torch_paths(state, target.flavor, rename, stacks=target.stacks)
     by_path = {path: k for k, path in paths.items()}
     consumed: set[str] = set()
@@ -219,7 +224,7 @@ def _port(
             specs = layer.rule.specs(shapes)
             expected = _expected(layer.rule, layer.variables)
         except (ValueError, TypeError, KeyError) as e:  # NotRepresentable is a ValueError
-            unsupported.append(f"{where}: {type(layer.rule).__name__} cannot port it: {e!s}")
+            unsupported.append(S.misfit(layer, e))
             continue
         for var in sorted(set(shapes) ^ set(specs)):
             side = "has no rule for" if var in shapes else "expects a variable it lacks:"
@@ -296,8 +301,9 @@ def _port(
 
     out: dict[tuple[str, ...], jax.Array] = {}
     refused = []
+    layers = {f: w[2] for f, w in work.items() if isinstance(w[2], S.Slice)}  # placed below
     # in file order, so that files are read front to back, one after the other
-    for full in sorted(work, key=lambda f: [state[k].position for k in work[f][1]]):
+    for full in sorted(work.keys() - layers, key=lambda f: [state[k].position for k in work[f][1]]):
         spec, keys, leaf, where = work[full]
         try:
             out[full] = _stream.place(
@@ -330,7 +336,24 @@ def _port(
                     strict,
                 )
             out[full] = _fill(init, jax.random.fold_in(key, i), leaf)
+    parts = {
+        leaf: _stream.reader(
+            work[f][0], [state[k] for k in work[f][1]], leaf.shape, leaf.dtype, _join(f)
+        )
+        for f, leaf in layers.items()
+    }
+    for f, (_, leaf) in fills.items():
+        if isinstance(leaf, S.Slice):  # a missing layer of a stack, drawn above
+            parts[leaf] = functools.partial(_part_of, np.asarray(out.pop(f)))
+    try:
+        out.update(S.place_layers(parts, target, _sharding))
+    except R.NotRepresentable as e:
+        raise PortError(dataclasses.replace(report, unsupported=(str(e),)), strict) from None
     return out, report
+
+
+def _part_of(value: np.ndarray, box) -> np.ndarray:
+    return np.ascontiguousarray(value[tuple(slice(lo, hi) for lo, hi in box)])
 
 
 def torch_to_linen(
@@ -343,6 +366,7 @@ def torch_to_linen(
     strict: bool = True,
     key: jax.Array | None = None,
     allow_lossy_cast: bool = False,
+    stacked: S.Stacked = None,
 ) -> tuple[dict[str, Any], PortReport]:
     """Port a torch state_dict onto a ``flax.linen`` model's variables.
 
@@ -363,6 +387,9 @@ def torch_to_linen(
         unexpected keys. Shape, dtype and unsupported problems always raise.
       key: PRNG key for non-strict fills.
       allow_lossy_cast: accept casts that round (e.g. float32 -> bfloat16).
+      stacked: ``{Flax path: layer axis}`` of stacked (scanned) layers that torch
+        keeps as ``path.{i}.*``, where the torch keys do not show the axis (see
+        :mod:`initjax.port.stacked`; ``nnx.vmap``/``nn.scan`` stacks need none).
 
     Returns:
       ``(variables, report)``: a new variables dict (other collections passed
@@ -376,6 +403,7 @@ def torch_to_linen(
         strict=strict,
         key=key,
         allow_lossy_cast=allow_lossy_cast,
+        stacked=stacked,
     )
     from flax import traverse_util
 
@@ -399,6 +427,7 @@ def torch_to_nnx(
     strict: bool = True,
     key: jax.Array | None = None,
     allow_lossy_cast: bool = False,
+    stacked: S.Stacked = None,
 ) -> PortReport:
     """Port a torch state_dict into a ``flax.nnx`` model, in place.
 
@@ -415,6 +444,7 @@ def torch_to_nnx(
         strict=strict,
         key=key,
         allow_lossy_cast=allow_lossy_cast,
+        stacked=stacked,
     )
     for full, var in variables.items():
         var.set_value(values[full])
@@ -435,11 +465,19 @@ class _Out:
     dtype: np.dtype
 
 
-def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> list[_Out]:
+def _plan_export(
+    target: L.Target, torch_keys: Iterable[str] | None, rename: Rename, stacked: S.Stacked
+) -> list[_Out]:
     """Every torch tensor the model's variables make, named and checked, none computed.
 
     In the order of ``torch_keys`` when given, else layer by layer.
     """
+    if torch_keys is not None:
+        torch_keys = list(torch_keys)
+        paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
+        target, _ = S.unstack(target, paths, None, stacked)
+    else:
+        target, _ = S.unstack(target, None, None, stacked)
     if target.orphans or target.problems:
         lines = list(target.problems) + [
             f"{_join(full)}: no porting rule for its layer type {kind}"
@@ -453,10 +491,14 @@ def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Ren
         paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
         names = {path: k for k, path in paths.items()}
     plan: list[_Out] = []
-    unknown, produced = [], set()
+    unknown, produced, misfits = [], set(), []
     for layer in target.layers:
         abstract = {v: jax.ShapeDtypeStruct(x.shape, x.dtype) for v, x in layer.variables.items()}
-        tensors = jax.eval_shape(layer.rule.to_torch, abstract)
+        try:
+            tensors = jax.eval_shape(layer.rule.to_torch, abstract)
+        except (ValueError, TypeError, KeyError) as e:
+            misfits.append(S.misfit(layer, e))
+            continue
         for name, value in sorted(tensors.items()):
             path = layer.path + tuple(name.split("."))
             if names is None:
@@ -471,6 +513,8 @@ def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Ren
         if names is not None:
             for name in layer.rule.ignore:
                 produced.add(layer.path + tuple(name.split(".")))
+    if misfits:
+        raise PortError(PortReport(unsupported=tuple(misfits)), True)
     if names is not None:
         absent = [k for path, k in names.items() if path not in produced]
         if unknown or absent:
@@ -484,14 +528,15 @@ def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Ren
     return plan
 
 
-def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> StateDict:
-    plan = _plan_export(target, torch_keys, rename)
+def _export(
+    target: L.Target, torch_keys: Iterable[str] | None, rename: Rename, stacked: S.Stacked
+) -> StateDict:
+    plan = _plan_export(target, torch_keys, rename, stacked)
     values: dict[str, np.ndarray] = {}
-    for layer in target.layers:
-        outs = [out for out in plan if out.layer is layer]
-        if outs:
-            tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
-            for out in outs:
+    for layer in {id(out.layer): out.layer for out in plan}.values():
+        tensors = layer.rule.to_torch({v: S.value(x) for v, x in layer.variables.items()})
+        for out in plan:
+            if out.layer is layer:
                 values[out.key] = np.asarray(jax.device_get(tensors[out.name]))
     return {out.key: values[out.key] for out in plan}
 
@@ -502,12 +547,14 @@ def _one_tensor(rule: R.Rule, name: str):
     return jax.jit(lambda leaves: rule.to_torch(leaves)[name])
 
 
-def _write(directory, target: L.Target, torch_keys, rename, max_shard_size, metadata) -> list[str]:
-    plan = {out.key: out for out in _plan_export(target, torch_keys, rename)}
+def _write(
+    directory, target: L.Target, torch_keys, rename, stacked, max_shard_size, metadata
+) -> list[str]:
+    plan = {out.key: out for out in _plan_export(target, torch_keys, rename, stacked)}
 
     def produce(key: str) -> np.ndarray:
         out = plan[key]
-        leaves = dict(out.layer.variables)
+        leaves = {v: S.value(x) for v, x in out.layer.variables.items()}
         try:
             fn = _one_tensor(out.layer.rule, out.name)
         except TypeError:  # a user rule that is not hashable
@@ -527,6 +574,7 @@ def linen_to_torch(
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
     rules: L.Rules = None,
+    stacked: S.Stacked = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.linen`` model's variables.
 
@@ -540,10 +588,12 @@ def linen_to_torch(
     ``num_batches_tracked`` is produced only by BatchNorm layers that keep the
     counter (``momentum=None`` or ``track_num_batches=True``, as int32; torch
     casts it on load); otherwise torch fills it in on load. Arrays keep the
-    Flax dtypes; write them with :func:`save_safetensors`.
+    Flax dtypes; write them with :func:`save_safetensors`. Stacked (scanned)
+    layers give one key per layer (``h.0.*``, ``h.1.*``); ``stacked`` as in
+    :func:`torch_to_linen`.
     """
     target = L.linen_target(variables, layers, rules)
-    return _export(target, torch_keys, rename)
+    return _export(target, torch_keys, rename, stacked)
 
 
 def nnx_to_torch(
@@ -552,10 +602,11 @@ def nnx_to_torch(
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
     rules: L.Rules = None,
+    stacked: S.Stacked = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
     target, _ = L.nnx_target(model, rules)
-    return _export(target, torch_keys, rename)
+    return _export(target, torch_keys, rename, stacked)
 
 
 def linen_to_checkpoint(
@@ -566,6 +617,7 @@ def linen_to_checkpoint(
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
     rules: L.Rules = None,
+    stacked: S.Stacked = None,
     max_shard_size: int | str = "5GB",
     metadata: Mapping[str, str] | None = None,
 ) -> list[str]:
@@ -581,7 +633,7 @@ def linen_to_checkpoint(
     process. Returns the paths written, the index last.
     """
     target = L.linen_target(variables, layers, rules)
-    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
+    return _write(directory, target, torch_keys, rename, stacked, max_shard_size, metadata)
 
 
 def nnx_to_checkpoint(
@@ -591,9 +643,10 @@ def nnx_to_checkpoint(
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
     rules: L.Rules = None,
+    stacked: S.Stacked = None,
     max_shard_size: int | str = "5GB",
     metadata: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Write a ``flax.nnx`` model as a torch checkpoint; see :func:`linen_to_checkpoint`."""
     target, _ = L.nnx_target(model, rules)
-    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
+    return _write(directory, target, torch_keys, rename, stacked, max_shard_size, metadata)

@@ -23,9 +23,11 @@ What a Flax model cannot say about its torch twin is given explicitly:
 Order: nnx layers are visited in attribute-assignment order (the order
 ``__init__`` builds them, as torch's), list and ``Sequential`` members by
 index; linen layers in the order ``init`` first calls them. A model that nnx
-rebuilt (``nnx.eval_shape``, ``nnx.clone``, ``nnx.split``/``merge``) has lost
-that order (its attributes are sorted): where it decides draws (two children
-of a rebuilt module draw), replay refuses and asks for ``order=``
+rebuilt (``nnx.eval_shape``, ``nnx.clone``, ``nnx.split``/``merge``,
+``nnx.vmap``) has its attributes sorted, and replay reads the assignment order
+from nnx's record of it. Where a module has no such record
+(:func:`~initjax.replay.walk.order_lost`) and its order decides draws (two of
+its children draw), replay refuses and asks for ``order=``
 (:func:`~initjax.replay.walk.attribute_order` records it) instead of drawing
 in another order.
 """
@@ -45,6 +47,7 @@ from ..port import layers as _layers
 from ..port import rules as R
 from ..port.layers import COLLECTIONS, linen_target, nnx_target
 from ..port.recurrent import TorchRecurrent
+from ..port.stacked import Stacked, expand_order, gather, misfit, model_paths, unstack
 from . import modules, walk
 from .generator import TorchGenerator
 from .init import xavier_uniform_
@@ -278,7 +281,10 @@ def _replay(
                 )
             states[path] = copy.deepcopy(states[original])
         else:
-            shapes = _torch_shapes(layer.rule, layer.variables)
+            try:
+                shapes = _torch_shapes(layer.rule, layer.variables)
+            except (ValueError, TypeError, KeyError) as e:
+                raise ValueError(f"cannot replay torch's init: {misfit(layer, e)}") from None
             recipe = _recipe(path, (modules_at or {}).get(path), recipes)
             if recipe is not None:
                 where = f"{'.'.join(path) or '<root>'} ({layer.kind})"
@@ -367,9 +373,9 @@ def _check_known_order(model: Any, order, drawn: set[Path], what: str, given: st
     if unknown:
         raise ValueError(
             f"cannot replay {what} of this model in torch's order: nnx rebuilt it "
-            "(nnx.eval_shape, nnx.clone and nnx.split/merge sort attributes by name), and "
-            "in these modules more than one child draws, in an order the model no longer "
-            "records:\n  " + "\n  ".join(unknown) + "\nbuild the model directly, or pass "
+            "(nnx.eval_shape, nnx.clone and nnx.split/merge sort attributes by name) with "
+            "no record of its assignment order, and in these modules more than one child "
+            "draws:\n  " + "\n  ".join(unknown) + "\nbuild the model directly, or pass "
             f"{given}={{ModuleClass or 'dotted.path': [child names in torch's order]}}; "
             "replay.attribute_order(model) records them from the model as __init__ built it "
             "(e.g. inside the function given to nnx.eval_shape)"
@@ -411,6 +417,7 @@ def torch_init(
     construction: walk.Order | None = None,
     post_init: Callable[[walk.TorchModule, TorchGenerator], None] | None = None,
     walk_order: str = "modules",
+    stacked: Stacked = None,
 ):
     """Set a ``flax.nnx`` model's parameters to those of its torch twin, in place.
 
@@ -445,10 +452,10 @@ def torch_init(
         registration order (``named_children()``) of a module's children
         where the twin declares them in another order; children not named
         follow in the twin's order. Used for drawing and for ``post_init``.
-        A model nnx rebuilt (``nnx.eval_shape``, ``nnx.clone``) has no order
-        of its own: where two children of one of its modules draw, ``order``
-        must name them, else ``ValueError`` (and nothing drawn);
-        :func:`~initjax.replay.attribute_order` records it.
+        A module nnx rebuilt without a record of its assignment order
+        (:func:`~initjax.replay.walk.order_lost`): where two of its children
+        draw, ``order`` must name them, else ``ValueError`` (and nothing
+        drawn); :func:`~initjax.replay.attribute_order` records it.
       construction: the same, for torch's *construction* order where it
         differs from registration (torchvision builds a block's
         ``downsample`` before the block's own layers, registers it last).
@@ -461,6 +468,10 @@ def torch_init(
       walk_order: ``"modules"`` (parents first: ``for m in self.modules()``)
         or ``"apply"`` (children first: ``self.apply(fn)``, transformers'
         ``post_init``).
+      stacked: ``{Flax path: layer axis}`` of stacked (scanned) layers not
+        found from their rules (:mod:`initjax.port.stacked`). A stack
+        replays as torch's ``ModuleList`` of its blocks: block 0 fully, then
+        block 1, ...; named ``path.{i}`` in ``copies``/``recipes``.
 
     Returns:
       ``model``.
@@ -468,9 +479,12 @@ def torch_init(
     if walk_order not in walk.WALKS:
         raise ValueError(f"walk_order must be one of {walk.WALKS}, got {walk_order!r}")
     target, variables = nnx_target(model, rules)
+    target, stacks = unstack(target, None, None, stacked)
     gen = _generator(generator)
     built = order if construction is None else construction
-    draw_order = list(walk.module_paths(model, built))
+    draw_order = expand_order(walk.module_paths(model, built), stacks, "nnx")
+    if post_init is not None and stacks:
+        raise ValueError("post_init= does not walk stacked (scanned) layers yet")
     implied, redrawn = _implied(_nnx_modules(model))
     copies, xavier_after = {**implied, **(copies or {})}, [*redrawn, *xavier_after]
     drawn: set[Path] = set()
@@ -498,13 +512,14 @@ def torch_init(
     except BaseException:
         gen.set_state(start)  # a refusal leaves the generator where it was
         raise
+    values = gather(values, target)
     for full, var in variables.items():
         var.set_value(jnp.asarray(values[full]))
     return model
 
 
 def parameter_map(
-    model: Any, *, rules: Mapping[type, Any] | None = None
+    model: Any, *, rules: Mapping[type, Any] | None = None, stacked: Stacked = None
 ) -> dict[str, list[tuple[str, ...]]]:
     """Each torch tensor name of a ``flax.nnx`` model's twin -> the Flax variables it fills.
 
@@ -512,19 +527,24 @@ def parameter_map(
     torch's ``state_dict`` names (the twin's attribute paths, as
     :mod:`initjax.port` reads them), each with the full paths ``(collection,
     *path)`` of the Flax variables computed from it (several for a fused
-    tensor such as ``in_proj_weight``), in the twin's layer order.
+    tensor such as ``in_proj_weight``), in the twin's layer order. A stacked
+    layer's tensors (``blocks.0.fc.weight``, ``blocks.1.fc.weight``, ...) each
+    fill a slice of the one stacked variable (``("params", "blocks", "fc",
+    "kernel")``); ``stacked`` as in :func:`torch_init`.
     """
-    target, _ = nnx_target(model, rules)
+    target, _ = unstack(nnx_target(model, rules)[0], None, None, stacked)
     out: dict[str, list[tuple[str, ...]]] = {}
+    paths = model_paths(target)
     for layer in target.layers:
         shapes = {v: tuple(x.shape) for v, x in layer.variables.items()}
         prefix = ".".join(layer.path)
         for var, spec in layer.rule.specs(shapes).items():
             if var not in shapes:
                 continue
+            full = paths[(var[0], *layer.path, *var[1:])]
             for name in spec.needs:
                 key = f"{prefix}.{name}" if prefix else name
-                out.setdefault(key, []).append((var[0], *layer.path, *var[1:]))
+                out.setdefault(key, []).append(full)
     return out
 
 
@@ -537,6 +557,7 @@ def torch_variables(
     add_bias_kv: Sequence[str] = (),
     rules: Mapping[type, Any] | None = None,
     recipes: Mapping[Any, Recipe] | None = None,
+    stacked: Stacked = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """A ``flax.linen`` model's variables with its torch twin's initial parameters.
@@ -545,13 +566,14 @@ def torch_variables(
     abstractly on ``*args, **kwargs`` (example inputs) to find the layers in
     the order it first calls them, then each draws what its torch twin
     draws (or its ``recipes`` entry, as in :func:`torch_init`; the
-    post-construction pass is nnx-only). Returns ``{"params": ...,
-    "batch_stats": ...}`` as ``model.init`` would.
+    post-construction pass is nnx-only). Stacked layers (``nn.scan``) replay
+    as torch's ``ModuleList``, as in :func:`torch_init` (``stacked`` too).
+    Returns ``{"params": ..., "batch_stats": ...}`` as ``model.init`` would.
     """
     layers = _layers.linen_layers(model, *args, **kwargs)
     abstract = jax.eval_shape(lambda key: model.init(key, *args, **kwargs), jax.random.key(0))
-    target = linen_target(abstract, layers, rules)
-    order = [tuple(p) for p in layers]
+    target, stacks = unstack(linen_target(abstract, layers, rules), None, None, stacked)
+    order = expand_order((tuple(p) for p in layers), stacks, "linen")
     implied, redrawn = _implied({tuple(p): m for p, m in layers.items()})
     copies, xavier_after = {**implied, **(copies or {})}, [*redrawn, *xavier_after]
     values = _replay(
@@ -564,6 +586,7 @@ def torch_variables(
         recipes=recipes,
         modules_at={tuple(p): m for p, m in layers.items()},
     )
+    values = gather(values, target)
     from flax import traverse_util
 
     out: dict[str, Any] = {}

@@ -15,11 +15,12 @@ as in :mod:`initjax.port`; ``order=`` gives torch's registration order of a
 module's children where the twin declares them in another order.
 
 A module that nnx rebuilt (``nnx.eval_shape``, ``nnx.clone``,
-``nnx.split``/``merge``) has its attributes sorted by name: the order its
-``__init__`` assigned them is gone. :func:`rebuilt` tells such a module,
-:func:`unknown_orders` the places where that order would decide draws, and
-:func:`attribute_order` records the order from a model as ``__init__`` built
-it, for ``order=``.
+``nnx.split``/``merge``, ``nnx.vmap``) has its attributes sorted by name; the
+order its ``__init__`` assigned them is read from nnx's own record of it
+(:func:`recorded_order`). Where a module has no such record and its order is
+gone (:func:`order_lost`), :func:`unknown_orders` names the places where that
+order would decide draws, and :func:`attribute_order` records the order from a
+model as ``__init__`` built it, for ``order=``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ import numpy as np
 
 from .. import _limits
 
-__all__ = ["TorchModule", "Order", "WALKS", "attribute_order", "rebuilt", "unknown_orders"]
+__all__ = [
+    "TorchModule",
+    "Order",
+    "WALKS",
+    "attribute_order",
+    "order_lost",
+    "recorded_order",
+    "unknown_orders",
+]
 
 Path = tuple[str, ...]
 State = dict[str, np.ndarray]
@@ -93,6 +102,8 @@ def children(node: Any, path: Path, order: Order | None) -> list[tuple[str, Any]
 
     if isinstance(node, nnx.Module):
         items = [(k, v) for k, v in vars(node).items() if not k.startswith("_")]
+        assigned = {k: i for i, k in enumerate(recorded_order(node) or ())}
+        items.sort(key=lambda item: assigned.get(item[0], len(assigned)))
     elif isinstance(node, (list, tuple, nnx.List)):
         items = [(str(i), v) for i, v in enumerate(node)]
     elif isinstance(node, (dict, nnx.Dict)):
@@ -106,29 +117,35 @@ def children(node: Any, path: Path, order: Order | None) -> list[tuple[str, Any]
     return items
 
 
-#: Attributes Flax gives every module: in this order when it constructs one, sorted
-#: (the other way round) when it rebuilds one.
-_FLAX_OWN = ("_pytree__state", "_pytree__nodes")
-
-
-def rebuilt(node: Any) -> bool:
-    """Whether ``node`` is an nnx module (not a list) that nnx rebuilt.
+def recorded_order(node: Any) -> list[str] | None:
+    """The order ``__init__`` assigned an nnx module's attributes, as nnx records it.
 
     nnx rebuilds a module (``nnx.eval_shape``, ``nnx.clone``,
-    ``nnx.split``/``merge``) by setting its attributes in sorted order, so the
-    order ``__init__`` assigned them, torch's construction and registration
-    order, is gone. A module Flax constructs gets ``_pytree__state`` before
-    ``_pytree__nodes``; a rebuilt one has them sorted, whatever was added to it
-    since. (Without those two, a module whose attributes are all sorted counts
-    as rebuilt: at worst a refusal where none was needed, never a wrong draw.)
+    ``nnx.split``/``merge``, ``nnx.vmap``'s output) by setting its attributes in
+    sorted order, but keeps the assignment order, torch's construction and
+    registration order, in the module's ``_pytree__nodes``. ``None`` where a
+    module carries no such record.
+    """
+    nodes = vars(node).get("_pytree__nodes")
+    return None if nodes is None else [str(k) for k in nodes]
+
+
+def order_lost(node: Any) -> bool:
+    """Whether ``node`` is an nnx module (not a list) whose assignment order is gone.
+
+    That is a module with no :func:`recorded_order` whose attributes are
+    sorted, as nnx sets them when it rebuilds one. (A module built directly in
+    sorted order counts too: at worst a refusal where none was needed, never a
+    wrong draw.)
     """
     from flax import nnx
 
     if not isinstance(node, nnx.Module) or isinstance(node, nnx.List):
         return False
+    if recorded_order(node) is not None:
+        return False
     keys = list(vars(node))
-    own = [k for k in keys if k in _FLAX_OWN]
-    return own == sorted(own) if len(own) == len(_FLAX_OWN) else keys == sorted(keys)
+    return keys == sorted(keys)
 
 
 def unknown_orders(model: Any, order: Order | None, drew: Callable[[Path], bool]) -> list[str]:
@@ -139,7 +156,7 @@ def unknown_orders(model: Any, order: Order | None, drew: Callable[[Path], bool]
 
     def visit(node: Any, path: Path) -> None:
         items = children(node, path, order)
-        if rebuilt(node):
+        if order_lost(node):
             named = set(_order_keys(node, path, order))
             open_ = [k for k, _ in items if k not in named and drew((*path, k))]
             if len(open_) > 1:
@@ -156,7 +173,9 @@ def attribute_order(model: Any) -> dict[str, list[str]]:
 
     Call it on the model as its ``__init__`` built it (also inside the function
     given to ``nnx.eval_shape``) and pass the result as ``order=`` to
-    :func:`initjax.replay.torch_init` for a copy that nnx rebuilt::
+    :func:`initjax.replay.torch_init` for a copy that nnx rebuilt without a
+    record of its order (:func:`order_lost`; nnx normally keeps one, and replay
+    reads it)::
 
         orders = {}
 
@@ -169,8 +188,8 @@ def attribute_order(model: Any) -> dict[str, list[str]]:
         replay.torch_init(model, seed, order=orders)
 
     Raises:
-      ValueError: ``model`` (or a module in it) was itself rebuilt by nnx, so its
-        attributes are sorted and the order is gone.
+      ValueError: ``model`` (or a module in it) was itself rebuilt by nnx and its
+        order is gone (:func:`order_lost`).
     """
     from flax import nnx
 
@@ -178,12 +197,12 @@ def attribute_order(model: Any) -> dict[str, list[str]]:
 
     def visit(node: Any, path: Path) -> None:
         items = children(node, path, None)
-        if rebuilt(node) and len(items) > 1:
+        if order_lost(node) and len(items) > 1:
             raise ValueError(
                 f"attribute_order: {_dotted(path) or '<root>'} ({type(node).__name__}) was "
-                "rebuilt by nnx (nnx.eval_shape, nnx.clone, nnx.split/merge sort attributes "
-                "by name); call it on the model as __init__ built it, e.g. inside the "
-                "function given to nnx.eval_shape"
+                "rebuilt by nnx (its attributes are sorted by name) and records no "
+                "assignment order; call it on the model as __init__ built it, e.g. inside "
+                "the function given to nnx.eval_shape"
             )
         if items and isinstance(node, nnx.Module) and not isinstance(node, nnx.List):
             out[_dotted(path)] = [k for k, _ in items]
