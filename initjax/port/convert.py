@@ -28,13 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _stream
+from . import _stream, as_is
 from . import layers as L
 from . import rules as R
 from ._checkpoint import Checkpoint, open_checkpoint
 from ._save import write_checkpoint
 from ._source import Source, StateDict
-from .names import Rename, default_torch_key, torch_paths
+from .names import Ignore, Rename, default_torch_key, make_ignore, torch_paths
 
 __all__ = [
     "PortError",
@@ -59,7 +59,10 @@ class PortReport:
     - ``lossy``: torch tensors whose dtype would not convert exactly;
     - ``unsupported``: variables or values with no faithful counterpart (no
       rule for the layer, a non-zero bias the Flax layer cannot hold, ...);
-    - ``ignored``: torch keys dropped by design (``num_batches_tracked``).
+    - ``ignored``: torch keys dropped by design (``num_batches_tracked``, and
+      the keys matching an ``ignore=`` pattern);
+    - ``as_is``: variables with no layer rule and a shape of one reading,
+      copied unchanged (:mod:`initjax.port.as_is`).
     """
 
     missing: tuple[str, ...] = ()
@@ -68,6 +71,7 @@ class PortReport:
     lossy: tuple[str, ...] = ()
     unsupported: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    as_is: tuple[str, ...] = ()
 
     @property
     def fatal(self) -> bool:
@@ -195,20 +199,35 @@ def _fill(init, key, leaf) -> jax.Array:
 # --------------------------------------------------------------- forward ---
 
 
+def _paths(target: L.Target, keys: Iterable[str], rename: Rename) -> dict[str, tuple[str, ...]]:
+    return torch_paths(
+        keys, target.flavor, rename, stacks=target.stacks, sequentials=target.sequentials
+    )
+
+
 def _port(
     state: Checkpoint,
     target: L.Target,
     *,
     rename: Rename,
+    ignore: Ignore,
     strict: bool,
     key: jax.Array | None,
     allow_lossy_cast: bool,
 ) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
-    paths = torch_paths(state, target.flavor, rename, stacks=target.stacks)
+    skip = make_ignore(ignore)
+    ignored = [k for k in state if skip(k)]
+    paths = _paths(target, [k for k in state if not skip(k)], rename)
     by_path = {path: k for k, path in paths.items()}
-    consumed: set[str] = set()
-    missing, mismatched, lossy, ignored = [], [], [], []
-    unsupported = list(target.problems)
+
+    def find(path: tuple[str, ...]) -> tuple[str, tuple[int, ...]] | None:
+        k = by_path.get(path)
+        return None if k is None else (k, tuple(state[k].shape))
+
+    target, copied, refused = as_is.adopt(target, find)
+    consumed: set[str] = set(ignored)
+    missing, mismatched, lossy = [], [], []
+    unsupported = list(target.problems) + list(refused)
     work: dict[tuple[str, ...], tuple[R.Spec, list[str], Any, str]] = {}
     fills: dict[tuple[str, ...], Any] = {}
 
@@ -231,7 +250,7 @@ def _port(
 
         for name in sorted(layer.rule.ignore - expected.keys()):  # a kept counter is not ignored
             k = torch_key(name)
-            if k is not None:
+            if k is not None and k not in consumed:
                 consumed.add(k)
                 ignored.append(k)
         bad: set[str] = set()
@@ -252,7 +271,7 @@ def _port(
             leaf = layer.variables[var]
             keys = [torch_key(n) for n in spec.needs]
             if any(k is None for k in keys):
-                prefix = default_torch_key(layer.path, target.flavor)
+                prefix = default_torch_key(layer.path, target.flavor, target.sequentials)
                 absent = [
                     ".".join(filter(None, (prefix, n)))
                     for n, k in zip(spec.needs, keys, strict=True)
@@ -276,11 +295,6 @@ def _port(
                 continue
             work[full] = (spec, found, leaf, where)
 
-    for full, kind in sorted(target.orphans.items()):
-        unsupported.append(
-            f"{_join(full)}: no porting rule for its layer type {kind}; pass "
-            f"rules={{{kind}: initjax.port.AsIs()}} if torch stores it in the same layout"
-        )
     unexpected = [f"{k} (-> {_join(paths[k])}){_in(state, k)}" for k in state if k not in consumed]
     report = PortReport(
         missing=tuple(missing),
@@ -289,6 +303,7 @@ def _port(
         lossy=tuple(lossy),
         unsupported=tuple(unsupported),
         ignored=tuple(ignored),
+        as_is=copied,
     )
     if report.fatal or (strict and not report.ok):
         raise PortError(report, strict)
@@ -338,6 +353,7 @@ def torch_to_linen(
     layers: Mapping[tuple[str, ...], Any],
     *,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
@@ -355,6 +371,9 @@ def torch_to_linen(
       layers: ``linen_layers(model, *example_inputs)``: the layer type at each path.
       rename: torch key rewrites applied first: ``[(regex, replacement), ...]``
         or a function.
+      ignore: regex patterns (:func:`re.search`) of torch keys that have no Flax
+        home on purpose (frozen sinusoidal tables, ``position_ids``): left out
+        and listed in ``report.ignored``, the rest of the port staying strict.
       rules: extra ``{layer class: rule}`` entries, taking precedence.
       strict: raise :class:`PortError` on any missing or unexpected key (as
         torch's ``load_state_dict(strict=True)``). ``False``: fill missing
@@ -372,6 +391,7 @@ def torch_to_linen(
         open_checkpoint(source),
         target,
         rename=rename,
+        ignore=ignore,
         strict=strict,
         key=key,
         allow_lossy_cast=allow_lossy_cast,
@@ -394,6 +414,7 @@ def torch_to_nnx(
     model: Any,
     *,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
@@ -411,6 +432,7 @@ def torch_to_nnx(
         open_checkpoint(source),
         target,
         rename=rename,
+        ignore=ignore,
         strict=strict,
         key=key,
         allow_lossy_cast=allow_lossy_cast,
@@ -434,22 +456,23 @@ class _Out:
     dtype: np.dtype
 
 
-def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> list[_Out]:
+def _plan_export(
+    target: L.Target, torch_keys: Iterable[str] | None, rename: Rename, ignore: Ignore
+) -> list[_Out]:
     """Every torch tensor the model's variables make, named and checked, none computed.
 
-    In the order of ``torch_keys`` when given, else layer by layer.
+    In the order of ``torch_keys`` when given (less those ``ignore`` matches), else
+    layer by layer.
     """
-    if target.orphans or target.problems:
-        lines = list(target.problems) + [
-            f"{_join(full)}: no porting rule for its layer type {kind}"
-            for full, kind in sorted(target.orphans.items())
-        ]
-        raise PortError(PortReport(unsupported=tuple(lines)), True)
+    target, _, refused = as_is.adopt(target, None)
+    if refused or target.problems:
+        raise PortError(PortReport(unsupported=(*target.problems, *refused)), True)
     if rename is not None and torch_keys is None:
         raise ValueError("rename can only be inverted given torch_keys (the torch key names)")
+    skip = make_ignore(ignore)
     names = None
     if torch_keys is not None:
-        paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
+        paths = _paths(target, [k for k in torch_keys if not skip(k)], rename)
         names = {path: k for k, path in paths.items()}
     plan: list[_Out] = []
     unknown, produced = [], set()
@@ -459,7 +482,8 @@ def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Ren
         for name, value in sorted(tensors.items()):
             path = layer.path + tuple(name.split("."))
             if names is None:
-                k = ".".join(filter(None, (default_torch_key(layer.path, target.flavor), name)))
+                prefix = default_torch_key(layer.path, target.flavor, target.sequentials)
+                k = ".".join(filter(None, (prefix, name)))
             else:
                 k = names.get(path)
                 if k is None:
@@ -483,15 +507,16 @@ def _plan_export(target: L.Target, torch_keys: Iterable[str] | None, rename: Ren
     return plan
 
 
-def _export(target: L.Target, torch_keys: Iterable[str] | None, rename: Rename) -> StateDict:
-    plan = _plan_export(target, torch_keys, rename)
+def _export(
+    target: L.Target, torch_keys: Iterable[str] | None, rename: Rename, ignore: Ignore
+) -> StateDict:
+    plan = _plan_export(target, torch_keys, rename, ignore)
     values: dict[str, np.ndarray] = {}
-    for layer in target.layers:
+    for layer in {id(out.layer): out.layer for out in plan}.values():
         outs = [out for out in plan if out.layer is layer]
-        if outs:
-            tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
-            for out in outs:
-                values[out.key] = np.asarray(jax.device_get(tensors[out.name]))
+        tensors = layer.rule.to_torch({v: jnp.asarray(x) for v, x in layer.variables.items()})
+        for out in outs:
+            values[out.key] = np.asarray(jax.device_get(tensors[out.name]))
     return {out.key: values[out.key] for out in plan}
 
 
@@ -501,8 +526,10 @@ def _one_tensor(rule: R.Rule, name: str):
     return jax.jit(lambda leaves: rule.to_torch(leaves)[name])
 
 
-def _write(directory, target: L.Target, torch_keys, rename, max_shard_size, metadata) -> list[str]:
-    plan = {out.key: out for out in _plan_export(target, torch_keys, rename)}
+def _write(
+    directory, target: L.Target, torch_keys, rename, ignore, max_shard_size, metadata
+) -> list[str]:
+    plan = {out.key: out for out in _plan_export(target, torch_keys, rename, ignore)}
 
     def produce(key: str) -> np.ndarray:
         out = plan[key]
@@ -525,6 +552,7 @@ def linen_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.linen`` model's variables.
@@ -534,7 +562,8 @@ def linen_to_torch(
     names). With ``torch_keys`` (e.g. ``torch_model.state_dict().keys()``) the
     keys are exactly those, matched through ``rename`` as in the forward
     direction (stacked ``weight_ih_l0`` names included), and a key no Flax
-    variable produces raises. Biases that Flax holds as ``bias_ih + bias_hh``
+    variable produces raises, unless an ``ignore`` pattern matches it: those
+    keys are not written. Biases that Flax holds as ``bias_ih + bias_hh``
     come back in ``bias_ih`` with ``bias_hh`` zero: the same function.
     ``num_batches_tracked`` is produced only by BatchNorm layers that keep the
     counter (``momentum=None`` or ``track_num_batches=True``, as int32; torch
@@ -542,7 +571,7 @@ def linen_to_torch(
     Flax dtypes; write them with :func:`save_safetensors`.
     """
     target = L.linen_target(variables, layers, rules)
-    return _export(target, torch_keys, rename)
+    return _export(target, torch_keys, rename, ignore)
 
 
 def nnx_to_torch(
@@ -550,11 +579,12 @@ def nnx_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
     target, _ = L.nnx_target(model, rules)
-    return _export(target, torch_keys, rename)
+    return _export(target, torch_keys, rename, ignore)
 
 
 def linen_to_checkpoint(
@@ -564,6 +594,7 @@ def linen_to_checkpoint(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     max_shard_size: int | str = "5GB",
     metadata: Mapping[str, str] | None = None,
@@ -580,7 +611,7 @@ def linen_to_checkpoint(
     process. Returns the paths written, the index last.
     """
     target = L.linen_target(variables, layers, rules)
-    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
+    return _write(directory, target, torch_keys, rename, ignore, max_shard_size, metadata)
 
 
 def nnx_to_checkpoint(
@@ -589,10 +620,11 @@ def nnx_to_checkpoint(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     max_shard_size: int | str = "5GB",
     metadata: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Write a ``flax.nnx`` model as a torch checkpoint; see :func:`linen_to_checkpoint`."""
     target, _ = L.nnx_target(model, rules)
-    return _write(directory, target, torch_keys, rename, max_shard_size, metadata)
+    return _write(directory, target, torch_keys, rename, ignore, max_shard_size, metadata)
