@@ -215,9 +215,7 @@ def _port(
     key: jax.Array | None,
     allow_lossy_cast: bool,
 ) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
-    skip = make_ignore(ignore)
-    ignored = [k for k in state if skip(k)]
-    paths = _paths(target, [k for k in state if not skip(k)], rename)
+    paths = _paths(target, state, rename)
     by_path = {path: k for k, path in paths.items()}
 
     def find(path: tuple[str, ...]) -> tuple[str, tuple[int, ...]] | None:
@@ -225,8 +223,8 @@ def _port(
         return None if k is None else (k, tuple(state[k].shape))
 
     target, copied, refused = as_is.adopt(target, find)
-    consumed: set[str] = set(ignored)
-    missing, mismatched, lossy = [], [], []
+    consumed: set[str] = set()
+    missing, mismatched, lossy, ignored = [], [], [], []
     unsupported = list(target.problems) + list(refused)
     work: dict[tuple[str, ...], tuple[R.Spec, list[str], Any, str]] = {}
     fills: dict[tuple[str, ...], Any] = {}
@@ -250,7 +248,7 @@ def _port(
 
         for name in sorted(layer.rule.ignore - expected.keys()):  # a kept counter is not ignored
             k = torch_key(name)
-            if k is not None and k not in consumed:
+            if k is not None:
                 consumed.add(k)
                 ignored.append(k)
         bad: set[str] = set()
@@ -295,7 +293,13 @@ def _port(
                 continue
             work[full] = (spec, found, leaf, where)
 
-    unexpected = [f"{k} (-> {_join(paths[k])}){_in(state, k)}" for k in state if k not in consumed]
+    skip = make_ignore(ignore)
+    ignored += [k for k in state if k not in consumed and skip(k)]
+    unexpected = [
+        f"{k} (-> {_join(paths[k])}){_in(state, k)}"
+        for k in state
+        if k not in consumed and not skip(k)
+    ]
     report = PortReport(
         missing=tuple(missing),
         unexpected=tuple(unexpected),
@@ -372,8 +376,10 @@ def torch_to_linen(
       rename: torch key rewrites applied first: ``[(regex, replacement), ...]``
         or a function.
       ignore: regex patterns (:func:`re.search`) of torch keys that have no Flax
-        home on purpose (frozen sinusoidal tables, ``position_ids``): left out
-        and listed in ``report.ignored``, the rest of the port staying strict.
+        home on purpose (frozen sinusoidal tables, ``position_ids``): a matching
+        key that no Flax variable takes is left out and listed in
+        ``report.ignored``, the rest of the port staying strict (a key that a
+        variable takes is ported as usual).
       rules: extra ``{layer class: rule}`` entries, taking precedence.
       strict: raise :class:`PortError` on any missing or unexpected key (as
         torch's ``load_state_dict(strict=True)``). ``False``: fill missing
@@ -469,10 +475,9 @@ def _plan_export(
         raise PortError(PortReport(unsupported=(*target.problems, *refused)), True)
     if rename is not None and torch_keys is None:
         raise ValueError("rename can only be inverted given torch_keys (the torch key names)")
-    skip = make_ignore(ignore)
     names = None
     if torch_keys is not None:
-        paths = _paths(target, [k for k in torch_keys if not skip(k)], rename)
+        paths = _paths(target, torch_keys, rename)
         names = {path: k for k, path in paths.items()}
     plan: list[_Out] = []
     unknown, produced = [], set()
@@ -495,7 +500,8 @@ def _plan_export(
             for name in layer.rule.ignore:
                 produced.add(layer.path + tuple(name.split(".")))
     if names is not None:
-        absent = [k for path, k in names.items() if path not in produced]
+        skip = make_ignore(ignore)
+        absent = [k for path, k in names.items() if path not in produced and not skip(k)]
         if unknown or absent:
             report = PortReport(
                 missing=tuple(f"{k}: no Flax variable produces it" for k in absent),
@@ -562,7 +568,7 @@ def linen_to_torch(
     names). With ``torch_keys`` (e.g. ``torch_model.state_dict().keys()``) the
     keys are exactly those, matched through ``rename`` as in the forward
     direction (stacked ``weight_ih_l0`` names included), and a key no Flax
-    variable produces raises, unless an ``ignore`` pattern matches it: those
+    variable produces raises, unless an ``ignore`` pattern matches it: such
     keys are not written. Biases that Flax holds as ``bias_ih + bias_hh``
     come back in ``bias_ih`` with ``bias_hh`` zero: the same function.
     ``num_batches_tracked`` is produced only by BatchNorm layers that keep the

@@ -21,7 +21,6 @@ A torch key is turned into a Flax-style path (a tuple of names) in three steps:
    Flax's: ``conv.parametrizations.weight.original0`` -> ``conv/weight_g``,
    ``original1`` -> ``conv/weight_v``.
 
-Keys matching an ``ignore`` pattern (:func:`make_ignore`) are left out first.
 
 A renamed key that contains ``/`` is taken literally as a Flax path instead,
 its last component(s) being the torch-side names the layer rule expects.
