@@ -111,7 +111,7 @@ FAMILIES = {
     "longt5": Family("FlaxLongT5Model", _T5),
     "marian": Family("FlaxMarianModel", dict(_BART, pad_token_id=98, decoder_start_token_id=98)),
     "mbart": Family("FlaxMBartModel", _BART),
-    "mistral": Family("FlaxMistralModel", dict(_DECODER, sliding_window=None)),
+    "mistral": Family("FlaxMistralModel", _DECODER),
     "mt5": Family("FlaxMT5Model", _T5),
     "opt": Family(
         "FlaxOPTModel",
@@ -155,6 +155,8 @@ def _inputs(flax_model, config) -> dict[str, np.ndarray]:
     if "input_ids" in names:
         vocab = getattr(config, "vocab_size", None) or config.text_config.vocab_size
         out["input_ids"] = rng.integers(3, vocab, (2, 7)).astype(np.int32)
+    if "token_type_ids" in names:  # transformers' Flax Electra defaults them to ones
+        out["token_type_ids"] = np.zeros_like(out["input_ids"])
     if "pixel_values" in names:
         c = getattr(config, "vision_config", config)
         size = getattr(c, "image_size", 32)
