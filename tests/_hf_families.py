@@ -219,9 +219,6 @@ class Result:
 
 def check(name: str, directory) -> Result:
     """Port family ``name`` with the generic line and its table entry; measure everything."""
-    import transformers
-    from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
-
     with mock.patch.object(jnp, "clip", _clip):
         return _check(FAMILIES[name], directory)
 
@@ -263,8 +260,14 @@ def _check(family: Family, directory) -> Result:
     inputs = _inputs(flax_model, config)
     got = _last(flax_model(**inputs, params=ours))
     with torch.no_grad():
-        want = _last(model(**{k: torch.from_numpy(v).long() if v.dtype == np.int32 else
-                              torch.from_numpy(v) for k, v in inputs.items()}))
+        want = _last(
+            model(
+                **{
+                    k: torch.from_numpy(v).long() if v.dtype == np.int32 else torch.from_numpy(v)
+                    for k, v in inputs.items()
+                }
+            )
+        )
     difference = float(np.max(np.abs(got - want)))
 
     # back, to the keys of the checkpoint (tied copies are not saved), less the ignored ones
@@ -281,6 +284,3 @@ def _check(family: Family, directory) -> Result:
         as_is=len(report.as_is),
         ignored=len(report.ignored),
     )
-
-
-

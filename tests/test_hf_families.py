@@ -13,7 +13,6 @@ ports into transformers' own Flax class with the one generic line and its table 
 from __future__ import annotations
 
 import pytest
-
 from _hf_families import FAMILIES, check
 
 

@@ -212,10 +212,16 @@ def default_torch_key(
     components stay as they are. Ambiguous inversions (a top-level
     ``layers_0`` may have been torch's ``0``; recurrent cells may have been
     stacked ``weight_ih_l<k>`` keys) take the plain reading; pass the real
-    torch keys to the reverse port to get them exactly.
+    torch keys to the reverse port to get them exactly. The members of a
+    Sequential in ``sequentials`` (below the root) lose their ``layers`` name:
+    linen ``mlp/layers_0``, nnx ``mlp/layers/0`` -> ``mlp.0``.
     """
     parts: list[str] = []
-    for part in path:
+    for i, part in enumerate(path):
         m = _INDEX.match(part) if flavor == "linen" else None
-        parts += [m["name"], m["k"]] if m else [str(part)]
+        member = i > 0 and tuple(path[:i]) in sequentials
+        if member and m and m["name"] == "layers":
+            parts.append(m["k"])
+        elif not (member and part == "layers" and flavor == "nnx"):
+            parts += [m["name"], m["k"]] if m else [str(part)]
     return ".".join(parts)
