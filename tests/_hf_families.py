@@ -28,8 +28,8 @@ from initjax.port import rules
 #: The generic line: torch's dots are transformers' Flax path separators.
 RENAME = [(r"\.", "/")]
 #: Buffers that torch saves and the Flax classes recompute: frozen sinusoidal tables
-#: (Marian, Pegasus, RoFormer) and Marian's generation bias.
-IGNORE = [r"embed_positions\.weight$", r"^final_logits_bias$"]
+#: (Marian, Pegasus, RoFormer).
+IGNORE = [r"embed_positions\.weight$"]
 
 _BERT = dict(
     vocab_size=99,
@@ -89,6 +89,8 @@ FAMILIES = {
         "FlaxCLIPModel",
         dict(text_config=_BERT, vision_config=_VISION, projection_dim=24),
     ),
+    "clip_text": Family("FlaxCLIPTextModel", _BERT),
+    "clip_vision": Family("FlaxCLIPVisionModel", _VISION),
     "dinov2": Family("FlaxDinov2Model", dict(_VISION, layerscale_value=1.0)),
     "distilbert": Family(
         "FlaxDistilBertModel", dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37)
@@ -110,6 +112,9 @@ FAMILIES = {
     "llama": Family("FlaxLlamaModel", _DECODER),
     "longt5": Family("FlaxLongT5Model", _T5),
     "marian": Family("FlaxMarianModel", dict(_BART, pad_token_id=98, decoder_start_token_id=98)),
+    "marian_mt": Family(
+        "FlaxMarianMTModel", dict(_BART, pad_token_id=98, decoder_start_token_id=98)
+    ),
     "mbart": Family("FlaxMBartModel", _BART),
     "mistral": Family("FlaxMistralModel", _DECODER),
     "mt5": Family("FlaxMT5Model", _T5),
@@ -258,7 +263,7 @@ def _check(family: Family, directory) -> Result:
     )
 
     inputs = _inputs(flax_model, config)
-    got = _last(flax_model(**inputs, params=ours))
+    got = _last(jax.jit(lambda p, i: flax_model(**i, params=p))(ours, inputs))
     with torch.no_grad():
         want = _last(
             model(
