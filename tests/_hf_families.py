@@ -216,6 +216,8 @@ def _last(output) -> np.ndarray:
 class Result:
     lines: int
     largest_difference: float
+    #: the largest absolute torch output: a difference is measured on a non-trivial output
+    output_scale: float
     bit_identical: bool
     round_trip: bool
     as_is: int
@@ -284,6 +286,7 @@ def _check(family: Family, directory) -> Result:
     return Result(
         lines=len(family.rules),
         largest_difference=difference,
+        output_scale=float(np.max(np.abs(want))),
         bit_identical=bit_identical,
         round_trip=round_trip,
         as_is=len(report.as_is),

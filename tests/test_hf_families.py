@@ -22,4 +22,5 @@ def test_family_ports_with_no_per_model_code(name, tmp_path):
     assert result.lines == (1 if name == "gpt2" else 0)
     assert result.bit_identical
     assert result.largest_difference <= 1e-5
+    assert result.output_scale > 1e-2
     assert result.round_trip

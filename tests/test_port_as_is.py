@@ -98,6 +98,33 @@ def test_parameters_of_one_reading_port_as_they_are_both_ways():
         np.testing.assert_array_equal(back[k], _np(v))
 
 
+class NnxTokens(nnx.Module):
+    def __init__(self, rngs):
+        self.proj = nnx.Linear(3, 5, rngs=rngs)
+        self.cls = nnx.Param(jnp.zeros((1, 1, 5)))
+        self.scale = nnx.Param(jnp.ones(5))
+        self.table = nnx.Param(jnp.zeros((6, 5)))
+
+    def __call__(self, x):
+        cls = jnp.broadcast_to(self.cls[...], (x.shape[0], 1, 5))
+        h = jnp.concatenate([cls, self.proj(x)], 1) * self.scale[...]
+        return h + self.table[: h.shape[1]]
+
+
+def test_nnx_parameters_of_one_reading_port_as_they_are_into_an_abstract_model():
+    torch.manual_seed(0)
+    tm = TorchTokens()
+    x = RNG.standard_normal((2, 4, 3), np.float32)
+    model = nnx.eval_shape(lambda: NnxTokens(nnx.Rngs(0)))
+    report = port.torch_to_nnx(tm.state_dict(), model)
+    assert report.ok and len(report.as_is) == 3
+    np.testing.assert_allclose(model(x), _np(tm(torch.from_numpy(x))), rtol=1e-6, atol=1e-6)
+    back = port.nnx_to_torch(model)
+    assert back.keys() == tm.state_dict().keys()
+    for k, v in tm.state_dict().items():
+        np.testing.assert_array_equal(back[k], _np(v))
+
+
 def test_a_square_parameter_needs_a_rule_and_says_which():
     torch.manual_seed(0)
     tm = TorchTokens()
