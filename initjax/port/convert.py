@@ -215,6 +215,7 @@ def _port(
     key: jax.Array | None,
     allow_lossy_cast: bool,
 ) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
+    skip = make_ignore(ignore)
     paths = _paths(target, state, rename)
     by_path = {path: k for k, path in paths.items()}
 
@@ -293,7 +294,6 @@ def _port(
                 continue
             work[full] = (spec, found, leaf, where)
 
-    skip = make_ignore(ignore)
     ignored += [k for k in state if k not in consumed and skip(k)]
     unexpected = [
         f"{k} (-> {_join(paths[k])}){_in(state, k)}"
@@ -470,6 +470,7 @@ def _plan_export(
     In the order of ``torch_keys`` when given (less those ``ignore`` matches), else
     layer by layer.
     """
+    skip = make_ignore(ignore)
     target, _, refused = as_is.adopt(target, None)
     if refused or target.problems:
         raise PortError(PortReport(unsupported=(*target.problems, *refused)), True)
@@ -500,7 +501,6 @@ def _plan_export(
             for name in layer.rule.ignore:
                 produced.add(layer.path + tuple(name.split(".")))
     if names is not None:
-        skip = make_ignore(ignore)
         absent = [k for path, k in names.items() if path not in produced and not skip(k)]
         if unknown or absent:
             report = PortReport(
