@@ -61,7 +61,7 @@ def _refusal(path: Path, kind: str, shape: tuple[int, ...], find: Find | None) -
                 f"{why}; torch's {weight[0]} {weight[1]} is its transpose (a weight stored "
                 f"(in, out), as GPT-2's Conv1D does): {_rule_hint(kind, 'Linear')}"
             )
-        return f"{why}; {_rule_hint(kind, 'Linear')} if torch stores it as nn.Linear does"
+        return f"{why}; {_rule_hint(kind, 'Linear')} if torch stores its transpose as weight"
     if found is not None and len(shape) == 2 and found[1] == shape[::-1] != shape:
         return (
             f"{where}: torch's {found[0]} {found[1]} is its transpose, so it is not copied as "
