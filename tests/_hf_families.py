@@ -224,6 +224,10 @@ class Result:
     ignored: int
 
 
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and np.array_equal(a, b)
+
+
 def check(name: str, directory) -> Result:
     """Port family ``name`` with the generic line and its table entry; measure everything."""
     with mock.patch.object(jnp, "clip", _clip):
@@ -261,7 +265,7 @@ def _check(family: Family, directory) -> Result:
     flat_theirs = dict(jax.tree_util.tree_leaves_with_path(theirs))
     kept = {p: v for p, v in flat_theirs.items() if p in flat_ours}
     bit_identical = kept.keys() == flat_ours.keys() and all(
-        np.array_equal(np.asarray(flat_ours[p]), np.asarray(v)) for p, v in kept.items()
+        _identical(np.asarray(flat_ours[p]), np.asarray(v)) for p, v in kept.items()
     )
 
     inputs = _inputs(flax_model, config)
@@ -281,7 +285,7 @@ def _check(family: Family, directory) -> Result:
     saved = port.open_checkpoint(directory)
     back = port.linen_to_torch(variables, layers, torch_keys=list(saved), **options)
     round_trip = sorted(back) == sorted(set(saved) - set(report.ignored)) and all(
-        np.array_equal(back[k], np.asarray(saved[k])) for k in back
+        _identical(back[k], np.asarray(saved[k])) for k in back
     )
     return Result(
         lines=len(family.rules),
