@@ -253,16 +253,18 @@ class WithOwnParam(nn.Module):
         return nn.Dense(4, name="proj")(x) + self.param("pos", nn.initializers.zeros, (4,))
 
 
-def test_parameter_without_rule_needs_opt_in():
+def test_parameter_without_rule_of_one_reading_ports_as_it_is():
     abstract, layers = _target(WithOwnParam(), np.zeros((1, 2), np.float32))
     sd = {
         "proj.weight": np.ones((4, 2), np.float32),
         "proj.bias": np.zeros(4, np.float32),
         "pos": np.arange(4, dtype=np.float32),
     }
-    with pytest.raises(port.PortError, match=r"params/pos: no porting rule .*AsIs"):
-        port.torch_to_linen(sd, abstract, layers)
-    variables, _ = port.torch_to_linen(sd, abstract, layers, rules={WithOwnParam: port.AsIs()})
+    variables, report = port.torch_to_linen(sd, abstract, layers)
+    assert report.as_is == ("params/pos <- pos (WithOwnParam, shape (4,))",)
+    np.testing.assert_array_equal(variables["params"]["pos"], sd["pos"])
+    variables, report = port.torch_to_linen(sd, abstract, layers, rules={WithOwnParam: port.AsIs()})
+    assert not report.as_is
     np.testing.assert_array_equal(variables["params"]["pos"], sd["pos"])
 
 

@@ -13,8 +13,10 @@
   ``.pt``/``.bin`` only through ``torch.load(weights_only=True)``; or an
   in-memory state_dict of torch tensors / numpy arrays (:func:`load_state_dict`).
 - Mapping: one explicit rule per Flax layer type (:mod:`initjax.port.rules`),
-  chosen from the layer's class, never from shapes; torch keys reach Flax paths
-  by a default convention plus an optional ``rename`` (:mod:`initjax.port.names`).
+  chosen from the layer's class, never from shapes; a variable with no rule is
+  copied as it is only when its shape has one reading (:mod:`initjax.port.as_is`);
+  torch keys reach Flax paths by a default convention plus an optional
+  ``rename``, less the ``ignore`` patterns (:mod:`initjax.port.names`).
 - Strict by default: every missing, unexpected, mis-shaped, lossily cast or
   unsupported tensor is listed in one :class:`PortError`.
 - Back: :func:`linen_to_torch` / :func:`nnx_to_torch`, and

@@ -28,14 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _stream
+from . import _stream, as_is
 from . import layers as L
 from . import rules as R
 from . import stacked as S
 from ._checkpoint import Checkpoint, open_checkpoint
 from ._save import write_checkpoint
 from ._source import Source, StateDict
-from .names import Rename, default_torch_key, torch_paths
+from .names import Ignore, Rename, default_torch_key, make_ignore, torch_paths
 
 __all__ = [
     "PortError",
@@ -60,7 +60,10 @@ class PortReport:
     - ``lossy``: torch tensors whose dtype would not convert exactly;
     - ``unsupported``: variables or values with no faithful counterpart (no
       rule for the layer, a non-zero bias the Flax layer cannot hold, ...);
-    - ``ignored``: torch keys dropped by design (``num_batches_tracked``).
+    - ``ignored``: torch keys dropped by design (``num_batches_tracked``, and
+      the keys matching an ``ignore=`` pattern);
+    - ``as_is``: variables with no layer rule and a shape of one reading,
+      copied unchanged (:mod:`initjax.port.as_is`).
     """
 
     missing: tuple[str, ...] = ()
@@ -69,6 +72,7 @@ class PortReport:
     lossy: tuple[str, ...] = ()
     unsupported: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    as_is: tuple[str, ...] = ()
 
     @property
     def fatal(self) -> bool:
@@ -196,24 +200,38 @@ def _fill(init, key, leaf) -> jax.Array:
 # --------------------------------------------------------------- forward ---
 
 
+def _paths(target: L.Target, keys: Iterable[str], rename: Rename) -> dict[str, tuple[str, ...]]:
+    return torch_paths(
+        keys, target.flavor, rename, stacks=target.stacks, sequentials=target.sequentials
+    )
+
+
 def _port(
     state: Checkpoint,
     target: L.Target,
     *,
     rename: Rename,
+    ignore: Ignore,
     strict: bool,
     key: jax.Array | None,
     allow_lossy_cast: bool,
     stacked: S.Stacked = None,
 ) -> tuple[dict[tuple[str, ...], jax.Array], PortReport]:
-    paths = torch_paths(state, target.flavor, rename, stacks=target.stacks)
+    skip = make_ignore(ignore)
+    paths = _paths(target, state, rename)
     shapes = {k: tuple(state[k].shape) for k in state}
     target, _ = S.unstack(target, paths, shapes, stacked)
-    paths = torch_paths(state, target.flavor, rename, stacks=target.stacks)
+    paths = _paths(target, state, rename)
     by_path = {path: k for k, path in paths.items()}
+
+    def find(path: tuple[str, ...]) -> tuple[str, tuple[int, ...]] | None:
+        k = by_path.get(path)
+        return None if k is None else (k, tuple(state[k].shape))
+
+    target, copied, refused = as_is.adopt(target, find)
     consumed: set[str] = set()
     missing, mismatched, lossy, ignored = [], [], [], []
-    unsupported = list(target.problems)
+    unsupported = list(target.problems) + list(refused)
     work: dict[tuple[str, ...], tuple[R.Spec, list[str], Any, str]] = {}
     fills: dict[tuple[str, ...], Any] = {}
 
@@ -258,7 +276,7 @@ def _port(
             leaf = layer.variables[var]
             keys = [torch_key(n) for n in spec.needs]
             if any(k is None for k in keys):
-                prefix = default_torch_key(layer.path, target.flavor)
+                prefix = default_torch_key(layer.path, target.flavor, target.sequentials)
                 absent = [
                     ".".join(filter(None, (prefix, n)))
                     for n, k in zip(spec.needs, keys, strict=True)
@@ -282,12 +300,12 @@ def _port(
                 continue
             work[full] = (spec, found, leaf, where)
 
-    for full, kind in sorted(target.orphans.items()):
-        unsupported.append(
-            f"{_join(full)}: no porting rule for its layer type {kind}; pass "
-            f"rules={{{kind}: initjax.port.AsIs()}} if torch stores it in the same layout"
-        )
-    unexpected = [f"{k} (-> {_join(paths[k])}){_in(state, k)}" for k in state if k not in consumed]
+    ignored += [k for k in state if k not in consumed and skip(k)]
+    unexpected = [
+        f"{k} (-> {_join(paths[k])}){_in(state, k)}"
+        for k in state
+        if k not in consumed and not skip(k)
+    ]
     report = PortReport(
         missing=tuple(missing),
         unexpected=tuple(unexpected),
@@ -295,6 +313,7 @@ def _port(
         lossy=tuple(lossy),
         unsupported=tuple(unsupported),
         ignored=tuple(ignored),
+        as_is=copied,
     )
     if report.fatal or (strict and not report.ok):
         raise PortError(report, strict)
@@ -362,6 +381,7 @@ def torch_to_linen(
     layers: Mapping[tuple[str, ...], Any],
     *,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
@@ -380,6 +400,11 @@ def torch_to_linen(
       layers: ``linen_layers(model, *example_inputs)``: the layer type at each path.
       rename: torch key rewrites applied first: ``[(regex, replacement), ...]``
         or a function.
+      ignore: regex patterns (:func:`re.search`) of torch keys that have no Flax
+        home on purpose (frozen sinusoidal tables, ``position_ids``): a matching
+        key that no Flax variable takes is left out and listed in
+        ``report.ignored``, the rest of the port staying strict (a key that a
+        variable takes is ported as usual).
       rules: extra ``{layer class: rule}`` entries, taking precedence.
       strict: raise :class:`PortError` on any missing or unexpected key (as
         torch's ``load_state_dict(strict=True)``). ``False``: fill missing
@@ -400,6 +425,7 @@ def torch_to_linen(
         open_checkpoint(source),
         target,
         rename=rename,
+        ignore=ignore,
         strict=strict,
         key=key,
         allow_lossy_cast=allow_lossy_cast,
@@ -423,6 +449,7 @@ def torch_to_nnx(
     model: Any,
     *,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     strict: bool = True,
     key: jax.Array | None = None,
@@ -441,6 +468,7 @@ def torch_to_nnx(
         open_checkpoint(source),
         target,
         rename=rename,
+        ignore=ignore,
         strict=strict,
         key=key,
         allow_lossy_cast=allow_lossy_cast,
@@ -466,29 +494,31 @@ class _Out:
 
 
 def _plan_export(
-    target: L.Target, torch_keys: Iterable[str] | None, rename: Rename, stacked: S.Stacked
+    target: L.Target,
+    torch_keys: Iterable[str] | None,
+    rename: Rename,
+    ignore: Ignore,
+    stacked: S.Stacked,
 ) -> list[_Out]:
     """Every torch tensor the model's variables make, named and checked, none computed.
 
-    In the order of ``torch_keys`` when given, else layer by layer.
+    In the order of ``torch_keys`` when given (less those ``ignore`` matches), else
+    layer by layer.
     """
+    skip = make_ignore(ignore)
     if torch_keys is not None:
         torch_keys = list(torch_keys)
-        paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
-        target, _ = S.unstack(target, paths, None, stacked)
+        target, _ = S.unstack(target, _paths(target, torch_keys, rename), None, stacked)
     else:
         target, _ = S.unstack(target, None, None, stacked)
-    if target.orphans or target.problems:
-        lines = list(target.problems) + [
-            f"{_join(full)}: no porting rule for its layer type {kind}"
-            for full, kind in sorted(target.orphans.items())
-        ]
-        raise PortError(PortReport(unsupported=tuple(lines)), True)
+    target, _, refused = as_is.adopt(target, None)
+    if refused or target.problems:
+        raise PortError(PortReport(unsupported=(*target.problems, *refused)), True)
     if rename is not None and torch_keys is None:
         raise ValueError("rename can only be inverted given torch_keys (the torch key names)")
     names = None
     if torch_keys is not None:
-        paths = torch_paths(torch_keys, target.flavor, rename, stacks=target.stacks)
+        paths = _paths(target, torch_keys, rename)
         names = {path: k for k, path in paths.items()}
     plan: list[_Out] = []
     unknown, produced, misfits = [], set(), []
@@ -502,7 +532,8 @@ def _plan_export(
         for name, value in sorted(tensors.items()):
             path = layer.path + tuple(name.split("."))
             if names is None:
-                k = ".".join(filter(None, (default_torch_key(layer.path, target.flavor), name)))
+                prefix = default_torch_key(layer.path, target.flavor, target.sequentials)
+                k = ".".join(filter(None, (prefix, name)))
             else:
                 k = names.get(path)
                 if k is None:
@@ -516,7 +547,7 @@ def _plan_export(
     if misfits:
         raise PortError(PortReport(unsupported=tuple(misfits)), True)
     if names is not None:
-        absent = [k for path, k in names.items() if path not in produced]
+        absent = [k for path, k in names.items() if path not in produced and not skip(k)]
         if unknown or absent:
             report = PortReport(
                 missing=tuple(f"{k}: no Flax variable produces it" for k in absent),
@@ -529,9 +560,13 @@ def _plan_export(
 
 
 def _export(
-    target: L.Target, torch_keys: Iterable[str] | None, rename: Rename, stacked: S.Stacked
+    target: L.Target,
+    torch_keys: Iterable[str] | None,
+    rename: Rename,
+    ignore: Ignore,
+    stacked: S.Stacked,
 ) -> StateDict:
-    plan = _plan_export(target, torch_keys, rename, stacked)
+    plan = _plan_export(target, torch_keys, rename, ignore, stacked)
     values: dict[str, np.ndarray] = {}
     for layer in {id(out.layer): out.layer for out in plan}.values():
         tensors = layer.rule.to_torch({v: S.value(x) for v, x in layer.variables.items()})
@@ -548,9 +583,9 @@ def _one_tensor(rule: R.Rule, name: str):
 
 
 def _write(
-    directory, target: L.Target, torch_keys, rename, stacked, max_shard_size, metadata
+    directory, target: L.Target, torch_keys, rename, ignore, stacked, max_shard_size, metadata
 ) -> list[str]:
-    plan = {out.key: out for out in _plan_export(target, torch_keys, rename, stacked)}
+    plan = {out.key: out for out in _plan_export(target, torch_keys, rename, ignore, stacked)}
 
     def produce(key: str) -> np.ndarray:
         out = plan[key]
@@ -573,6 +608,7 @@ def linen_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     stacked: S.Stacked = None,
 ) -> StateDict:
@@ -583,7 +619,8 @@ def linen_to_torch(
     names). With ``torch_keys`` (e.g. ``torch_model.state_dict().keys()``) the
     keys are exactly those, matched through ``rename`` as in the forward
     direction (stacked ``weight_ih_l0`` names included), and a key no Flax
-    variable produces raises. Biases that Flax holds as ``bias_ih + bias_hh``
+    variable produces raises, unless an ``ignore`` pattern matches it: such
+    keys are not written. Biases that Flax holds as ``bias_ih + bias_hh``
     come back in ``bias_ih`` with ``bias_hh`` zero: the same function.
     ``num_batches_tracked`` is produced only by BatchNorm layers that keep the
     counter (``momentum=None`` or ``track_num_batches=True``, as int32; torch
@@ -593,7 +630,7 @@ def linen_to_torch(
     :func:`torch_to_linen`.
     """
     target = L.linen_target(variables, layers, rules)
-    return _export(target, torch_keys, rename, stacked)
+    return _export(target, torch_keys, rename, ignore, stacked)
 
 
 def nnx_to_torch(
@@ -601,12 +638,13 @@ def nnx_to_torch(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     stacked: S.Stacked = None,
 ) -> StateDict:
     """A torch state_dict (numpy arrays) from a ``flax.nnx`` model; see :func:`linen_to_torch`."""
     target, _ = L.nnx_target(model, rules)
-    return _export(target, torch_keys, rename, stacked)
+    return _export(target, torch_keys, rename, ignore, stacked)
 
 
 def linen_to_checkpoint(
@@ -616,6 +654,7 @@ def linen_to_checkpoint(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     stacked: S.Stacked = None,
     max_shard_size: int | str = "5GB",
@@ -633,7 +672,7 @@ def linen_to_checkpoint(
     process. Returns the paths written, the index last.
     """
     target = L.linen_target(variables, layers, rules)
-    return _write(directory, target, torch_keys, rename, stacked, max_shard_size, metadata)
+    return _write(directory, target, torch_keys, rename, ignore, stacked, max_shard_size, metadata)
 
 
 def nnx_to_checkpoint(
@@ -642,6 +681,7 @@ def nnx_to_checkpoint(
     *,
     torch_keys: Iterable[str] | None = None,
     rename: Rename = None,
+    ignore: Ignore = None,
     rules: L.Rules = None,
     stacked: S.Stacked = None,
     max_shard_size: int | str = "5GB",
@@ -649,4 +689,4 @@ def nnx_to_checkpoint(
 ) -> list[str]:
     """Write a ``flax.nnx`` model as a torch checkpoint; see :func:`linen_to_checkpoint`."""
     target, _ = L.nnx_target(model, rules)
-    return _write(directory, target, torch_keys, rename, stacked, max_shard_size, metadata)
+    return _write(directory, target, torch_keys, rename, ignore, stacked, max_shard_size, metadata)

@@ -262,6 +262,8 @@ class Target:
     leaves: dict[tuple[str, ...], Any]
     orphans: dict[tuple[str, ...], str]
     problems: list[str] = field(default_factory=list)
+    #: Paths of the Sequential modules below the root (their members are ``layers``).
+    sequentials: tuple[Path, ...] = ()
 
     @property
     def stacks(self) -> tuple[Path, ...]:
@@ -320,6 +322,11 @@ COLLECTIONS = ("params", "batch_stats")
 Rules = Mapping[type, RuleFactory] | None
 
 
+def _sequentials(modules: Mapping[Path, Any], sequential: type) -> tuple[Path, ...]:
+    """The paths of the ``sequential`` modules below the root."""
+    return tuple(p for p, m in modules.items() if p and isinstance(m, sequential))
+
+
 def linen_target(variables: Mapping[str, Any], layers: Mapping[Any, Any], rules: Rules) -> Target:
     """A linen model's variables (``model.init``'s dict, or its ``eval_shape``) by ruled layer."""
     if not isinstance(variables, Mapping) or "params" not in variables:
@@ -328,6 +335,7 @@ def linen_target(variables: Mapping[str, Any], layers: Mapping[Any, Any], rules:
             f"with a 'params' collection; got {type(variables).__name__}"
             + (f" with keys {sorted(variables)}" if isinstance(variables, Mapping) else "")
         )
+    import flax.linen as nn
     from flax import traverse_util
 
     leaves = {}
@@ -336,7 +344,9 @@ def linen_target(variables: Mapping[str, Any], layers: Mapping[Any, Any], rules:
             for path, leaf in traverse_util.flatten_dict(dict(variables[collection])).items():
                 leaves[(collection, *path)] = leaf
     modules = {tuple(p): m for p, m in layers.items()}
-    return build_target("linen", modules, leaves, {**linen_rules(), **(rules or {})})
+    target = build_target("linen", modules, leaves, {**linen_rules(), **(rules or {})})
+    target.sequentials = _sequentials(modules, nn.Sequential)
+    return target
 
 
 def nnx_target(model: Any, rules: Rules) -> tuple[Target, dict[tuple[str, ...], Any]]:
@@ -357,4 +367,5 @@ def nnx_target(model: Any, rules: Rules) -> tuple[Target, dict[tuple[str, ...], 
             leaves[full] = node.get_value()
             variables[full] = node
     target = build_target("nnx", modules, leaves, {**nnx_rules(), **(rules or {})})
+    target.sequentials = _sequentials(modules, nnx.Sequential)
     return target, variables

@@ -14,7 +14,13 @@ A torch key is turned into a Flax-style path (a tuple of names) in three steps:
    flavour: linen names list/Sequential members ``layers_0`` (so torch
    ``layers.0.weight`` -> ``layers_0/weight``), nnx ``layers/0``. A leading
    index (a top-level ``nn.Sequential``) gets the name ``layers``, as in
-   ``flax.linen.Sequential`` and ``flax.nnx.Sequential``.
+   ``flax.linen.Sequential`` and ``flax.nnx.Sequential``; so does an index
+   below a Sequential anywhere in the tree (``sequentials``): torch
+   ``mlp.0.weight`` -> linen ``mlp/layers_0/weight``, nnx ``mlp/layers/0/weight``.
+4. torch's weight-norm parametrization names become the old ones, which are
+   Flax's: ``conv.parametrizations.weight.original0`` -> ``conv/weight_g``,
+   ``original1`` -> ``conv/weight_v``.
+
 
 A renamed key that contains ``/`` is taken literally as a Flax path instead,
 its last component(s) being the torch-side names the layer rule expects.
@@ -27,11 +33,22 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Literal
 
-__all__ = ["Rename", "Flavor", "make_rename", "torch_paths", "default_torch_key"]
+__all__ = [
+    "Rename",
+    "Ignore",
+    "Flavor",
+    "make_rename",
+    "make_ignore",
+    "torch_paths",
+    "default_torch_key",
+]
 
 Rename = Callable[[str], str] | Sequence[tuple[str, str]] | None
 """A user rename: ``[(pattern, replacement), ...]`` applied in order with
 :func:`re.sub`, or a function from key to key."""
+Ignore = Sequence[str] | None
+"""torch keys with no Flax home on purpose: regex patterns, each matched with
+:func:`re.search` (``r"\\.position_ids$"``, ``r"embed_positions\\.weight$"``)."""
 Flavor = Literal["linen", "nnx"]
 Path = tuple[str, ...]
 
@@ -39,6 +56,7 @@ _STACKED = re.compile(
     r"^(?:(?P<mod>.*)\.)?(?P<w>weight|bias)_(?P<kind>ih|hh|hr)_l(?P<k>\d+)(?P<rev>_reverse)?$"
 )
 _INDEX = re.compile(r"^(?P<name>.+)_(?P<k>\d+)$")
+_PARAMETRIZED = {"original0": "g", "original1": "v"}
 
 
 def make_rename(rename: Rename) -> Callable[[str], str]:
@@ -71,14 +89,40 @@ def make_rename(rename: Rename) -> Callable[[str], str]:
     return subs
 
 
-def _unstack(keys: Iterable[str], flavor: Flavor, stacks: Collection[Path]) -> dict[str, str]:
+def make_ignore(ignore: Ignore) -> Callable[[str], bool]:
+    """``ignore`` as a predicate on torch keys; patterns are validated (compiled) here."""
+    if isinstance(ignore, str):
+        raise TypeError(f"ignore must be a list of regex patterns, got the string {ignore!r}")
+    patterns = []
+    for pattern in ignore or ():
+        if not isinstance(pattern, str):
+            raise TypeError(f"ignore patterns must be str, got {pattern!r}")
+        try:
+            patterns.append(re.compile(pattern))
+        except re.error as e:
+            raise ValueError(f"ignore pattern {pattern!r} is not a valid regex: {e}") from None
+    return lambda key: any(p.search(key) for p in patterns)
+
+
+def _weight_norm(path: Path) -> Path:
+    """``(*m, "parametrizations", name, "original0" | "original1")`` -> ``(*m, name_g | name_v)``:
+    torch's ``weight_norm`` parametrization under the names of ``torch.nn.utils.weight_norm``
+    (``g`` the norm, ``v`` the direction), which Flax weight-normed layers use."""
+    if len(path) >= 3 and path[-3] == "parametrizations" and path[-1] in _PARAMETRIZED:
+        return (*path[:-3], f"{path[-2]}_{_PARAMETRIZED[path[-1]]}")
+    return path
+
+
+def _unstack(
+    keys: Iterable[str], flavor: Flavor, stacks: Collection[Path], sequentials: Collection[Path]
+) -> dict[str, str]:
     """Per-cell names for stacked recurrent keys (others map to themselves); keys of a
     module whose Flax path is in ``stacks`` keep their names."""
     keys = list(keys)
     stacks = set(stacks)
 
     def kept(m: re.Match[str]) -> bool:
-        mod = () if m["mod"] is None else _dotted_to_path(m["mod"], flavor)
+        mod = () if m["mod"] is None else _dotted_to_path(m["mod"], flavor, sequentials)
         return mod in stacks
 
     layers: dict[str | None, set[int]] = defaultdict(set)
@@ -105,11 +149,11 @@ def _unstack(keys: Iterable[str], flavor: Flavor, stacks: Collection[Path]) -> d
     return out
 
 
-def _dotted_to_path(key: str, flavor: Flavor) -> Path:
+def _dotted_to_path(key: str, flavor: Flavor, sequentials: Collection[Path] = ()) -> Path:
     out: list[str] = []
     for part in key.split("."):
         if part.isdigit():
-            if not out:
+            if not out or tuple(out) in sequentials:
                 out.append("layers")
             if flavor == "linen":
                 out[-1] = f"{out[-1]}_{part}"
@@ -119,14 +163,20 @@ def _dotted_to_path(key: str, flavor: Flavor) -> Path:
 
 
 def torch_paths(
-    keys: Iterable[str], flavor: Flavor, rename: Rename = None, *, stacks: Collection[Path] = ()
+    keys: Iterable[str],
+    flavor: Flavor,
+    rename: Rename = None,
+    *,
+    stacks: Collection[Path] = (),
+    sequentials: Collection[Path] = (),
 ) -> dict[str, Path]:
     """The Flax-style path of every torch key (see the module docstring).
 
     ``stacks``: Flax paths of modules that hold a torch recurrent stack under
     torch's own names (initjax's ``LSTM``/``GRU``/``SimpleRNN``); their
     stacked keys are not split into cells: ``rnn.weight_ih_l1_reverse`` ->
-    ``rnn/weight_ih_l1_reverse``.
+    ``rnn/weight_ih_l1_reverse``. ``sequentials``: Flax paths of the
+    Sequential modules below the root, whose members are ``layers``.
 
     Raises:
       ValueError: two keys that land on the same path.
@@ -134,10 +184,15 @@ def torch_paths(
     fn = make_rename(rename)
     keys = list(keys)
     renamed = {key: fn(key) for key in keys}
-    cells = _unstack((v for v in renamed.values() if "/" not in v), flavor, stacks)
+    sequentials = set(sequentials)
+    cells = _unstack((v for v in renamed.values() if "/" not in v), flavor, stacks, sequentials)
     paths, seen = {}, {}
     for key, new in renamed.items():
-        path = tuple(new.split("/")) if "/" in new else _dotted_to_path(cells[new], flavor)
+        if "/" in new:
+            path = tuple(new.split("/"))
+        else:
+            path = _dotted_to_path(cells[new], flavor, sequentials)
+        path = _weight_norm(path)
         if path in seen:
             raise ValueError(
                 f"torch keys {seen[path]!r} and {key!r} both map to Flax path "
@@ -148,17 +203,25 @@ def torch_paths(
     return paths
 
 
-def default_torch_key(path: Sequence[str], flavor: Flavor) -> str:
+def default_torch_key(
+    path: Sequence[str], flavor: Flavor, sequentials: Collection[Path] = ()
+) -> str:
     """The torch key for a Flax module ``path`` under the default convention, inverted.
 
     linen's ``name_<k>`` components become ``name.<k>``; nnx's numeric
     components stay as they are. Ambiguous inversions (a top-level
     ``layers_0`` may have been torch's ``0``; recurrent cells may have been
     stacked ``weight_ih_l<k>`` keys) take the plain reading; pass the real
-    torch keys to the reverse port to get them exactly.
+    torch keys to the reverse port to get them exactly. The members of a
+    Sequential in ``sequentials`` (below the root) lose their ``layers`` name:
+    linen ``mlp/layers_0``, nnx ``mlp/layers/0`` -> ``mlp.0``.
     """
     parts: list[str] = []
-    for part in path:
+    for i, part in enumerate(path):
         m = _INDEX.match(part) if flavor == "linen" else None
-        parts += [m["name"], m["k"]] if m else [str(part)]
+        member = i > 0 and tuple(path[:i]) in sequentials
+        if member and m and m["name"] == "layers":
+            parts.append(m["k"])
+        elif not (member and part == "layers" and flavor == "nnx"):
+            parts += [m["name"], m["k"]] if m else [str(part)]
     return ".".join(parts)

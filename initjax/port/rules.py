@@ -790,9 +790,11 @@ class AsIs(Rule):
     """A module's own variables, copied unchanged: ``params/<a>/<b>`` <-> torch ``a.b``.
 
     For parameters that torch and Flax store in the same layout (a learned
-    positional embedding, a scale). Opt in per module type; never a default,
-    since a square matrix stored transposed would pass unnoticed. Covers only
-    the module's own variables: its sublayers keep their rules.
+    positional embedding, a scale). The default for a variable with no rule
+    whose shape has one reading (:mod:`initjax.port.as_is`); opt in per module
+    type for the others, since a square matrix stored transposed would pass
+    unnoticed. Covers only the module's own variables: its sublayers keep
+    their rules.
     """
 
     own_only: bool = True
