@@ -686,6 +686,15 @@ class Table:
         for path, leaf in leaves.items():
             if path not in written:
                 problems.missing.append(f"{path} {leaf.shape}: no table row makes it")
+            elif leaf.sharding is not None:
+                try:
+                    leaf.sharding.addressable_devices_indices_map(leaf.shape)
+                except ValueError as e:
+                    problems.unsupported.append(
+                        f"{path} {leaf.shape}: its sharding does not fit its shape ({e}); a "
+                        "stacked axis missing from the spec? nnx.vmap(..., transform_metadata="
+                        "{nnx.PARTITION_NAME: None}) adds it"
+                    )
         report = problems.report()
         if report.fatal or (strict and not report.ok):
             raise PortError(report, strict)
