@@ -532,12 +532,13 @@ class Table:
                     continue
                 extra = sorted(i for i in found if i is not None and i >= n)
                 if extra:
-                    problems.unexpected.append(
-                        f"{row.torch[0]}: the checkpoint has layers 0..{max(extra)} "
-                        f"({max(extra) + 1}), the Flax stack {first.path} {first.shape} has {n} "
-                        f"along axis {row.layer_axis}: build the model with "
-                        f"{max(extra) + 1} layers"
-                    )
+                    problems.unexpected += [
+                        f"{k}: layer {i}, but the Flax stack {first.path} {first.shape} has {n} "
+                        f"layers along axis {row.layer_axis} and the checkpoint {max(extra) + 1}: "
+                        f"build the model with {max(extra) + 1} layers"
+                        for i in extra
+                        for k in found[i].values()
+                    ]
                 layers: list[int | None] = list(range(n))
                 flax_of: dict[int | None, tuple[str, ...]] = {i: row.flax for i in layers}
             elif row.indexed:
@@ -658,11 +659,12 @@ class Table:
         work = []
         for b in bound:
             written.update(b.leaves)
-            expect = self._pieces(b, leaves)
-            if isinstance(expect, str):
-                problems.mismatched.append(f"{', '.join(b.leaves)}: {expect}")
-                continue
             if isinstance(b.row.join, Split):  # the torch side, checked from the Flax side
+                expect = self._pieces(b, leaves)
+                if isinstance(expect, str):
+                    have = ", ".join(f"{f} {leaves[f].shape}" for f in b.leaves)
+                    problems.mismatched.append(f"{have}: {expect} (row: {b.row.describe()})")
+                    continue
                 bad = [
                     (n, tuple(state[n].shape))
                     for _, names in b.layers
