@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["contiguous"]
+__all__ = ["contiguous", "copy"]
 
 _TILE_BYTES = 1 << 17  # per tile, of the source and of the destination each
 _SMALL = 1 << 20  # below this many bytes a plain copy is as fast
@@ -38,27 +38,31 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 
 def contiguous(src: np.ndarray) -> np.ndarray:
-    """A C-ordered copy of ``src`` (any strides), equal to ``np.ascontiguousarray(src)``.
+    """A C-ordered copy of ``src`` (any strides), equal to ``np.ascontiguousarray(src)``."""
+    return copy(np.empty(src.shape, src.dtype), src)
 
-    Tiles the source's fastest-varying axis against the destination's last
-    axis, so that both are read and written a cache-sized block at a time.
+
+def copy(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """``dst[...] = src`` (same shape and dtype, any strides on both sides); returns ``dst``.
+
+    Tiles the source's fastest-varying axis against the destination's, so that
+    both are read and written a cache-sized block at a time.
     """
-    out = np.empty(src.shape, src.dtype)
-    if src.ndim < 2 or src.nbytes < _SMALL or src.flags.c_contiguous:
-        out[...] = src
-        return out
+    if src.ndim < 2 or src.nbytes < _SMALL or src.dtype != dst.dtype:
+        dst[...] = src
+        return dst
     dims = [k for k in range(src.ndim) if src.shape[k] > 1]
-    fast = min(dims, key=lambda k: abs(src.strides[k]))
-    last = src.ndim - 1
-    if fast == last:  # rows already run along the destination's rows
-        out[...] = src
-        return out
+    fast = min(dims, key=lambda k: abs(src.strides[k]), default=0)
+    last = min(dims, key=lambda k: abs(dst.strides[k]), default=0)
+    if fast == last:  # both run along the same axis: a plain copy streams
+        dst[...] = src
+        return dst
     rest = math.prod(d for k, d in enumerate(src.shape) if k not in (fast, last))
     tile = max(16, math.isqrt(_TILE_BYTES // max(1, rest * src.dtype.itemsize)))
     tiles = [
         (i, j) for i in range(0, src.shape[fast], tile) for j in range(0, src.shape[last], tile)
     ]
-    a, b = _bits(src), _bits(out)
+    a, b = _bits(src), _bits(dst)
 
     def run(part: list[tuple[int, int]]) -> None:
         index: list[slice] = [slice(None)] * src.ndim
@@ -70,4 +74,4 @@ def contiguous(src: np.ndarray) -> np.ndarray:
     done = _executor().submit(run, tiles[half:])
     run(tiles[:half])
     done.result()
-    return out
+    return dst

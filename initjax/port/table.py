@@ -39,8 +39,6 @@ of the (possibly sharded) target on each device; the host holds one tensor.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import os
 import re
@@ -49,9 +47,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from ._assemble import Assembler, check_sharding
 from ._checkpoint import Checkpoint, open_checkpoint
 from ._save import write_checkpoint
 from ._source import Source, StateDict
@@ -688,15 +686,13 @@ class Table:
         for path, leaf in leaves.items():
             if path not in written:
                 problems.missing.append(f"{path} {leaf.shape}: no table row makes it")
-            elif leaf.sharding is not None:
-                try:
-                    leaf.sharding.addressable_devices_indices_map(leaf.shape)
-                except ValueError as e:
-                    problems.unsupported.append(
-                        f"{path} {leaf.shape}: its sharding does not fit its shape ({e}); a "
-                        "stacked axis missing from the spec? nnx.vmap(..., transform_metadata="
-                        "{nnx.PARTITION_NAME: None}) adds it"
-                    )
+            else:
+                layer_axis = next(
+                    (b.row.layer_axis for b in bound if path in b.leaves and b.row.stacked), None
+                )
+                why = check_sharding(leaf.shape, leaf.sharding, layer_axis)
+                if why:
+                    problems.unsupported.append(f"{path} {leaf.shape}: {why}")
         report = problems.report()
         if report.fatal or (strict and not report.ok):
             raise PortError(report, strict)
@@ -710,7 +706,12 @@ class Table:
         return self._place(state, work, leaves) | {p: leaves[p].value for p in keep}, report
 
     def _place(self, state: Checkpoint, work: list[_Bound], leaves: Mapping[str, _Leaf]):
-        writers = {f: _Writer(leaves[f]) for b in work for f in b.leaves}
+        writers = {}
+        for b in work:
+            axis = b.row.layer_axis if b.row.stacked else None
+            for f in b.leaves:
+                leaf = leaves[f]
+                writers[f] = Assembler(leaf.shape, leaf.dtype, leaf.sharding, axis)
         jobs = []  # (torch key, bound row, layer position, piece index)
         for b in work:
             for pos, (_, names) in enumerate(b.layers):
@@ -719,24 +720,31 @@ class Table:
         for name, b, pos, p in jobs:
             row = b.row
             x = state[name].read()
-            i = pos if row.stacked else None
             if isinstance(row.join, Split):
                 sizes = [
                     row.torch_shape(self._unstack(row, leaves[f].shape))[row.join.axis]
                     for f in b.leaves
                 ]
                 for f, part in zip(b.leaves, row.join.forward(x, sizes), strict=True):
-                    writers[f].write(row.piece(part), row, i, 0)
+                    self._write(writers[f], row, pos, row.piece(part), 0)
                 continue
             offset = 0
             if isinstance(row.join, Concat):
-                offset = sum(
-                    row.piece_shape(tuple(state[n].shape))[row.join.axis]
-                    for n in b.layers[pos][1][:p]
-                )
-            writers[b.leaves[0]].write(row.piece(x), row, i, offset)
+                names = b.layers[pos][1][:p]
+                offset = sum(row.piece_shape(tuple(state[n].shape))[row.join.axis] for n in names)
+            self._write(writers[b.leaves[0]], row, pos, row.piece(x), offset)
             del x
         return {f: w.result() for f, w in writers.items()}
+
+    @staticmethod
+    def _write(writer: Assembler, row: Row, layer: int, piece: np.ndarray, offset: int):
+        start = [0] * piece.ndim
+        if isinstance(row.join, Concat):
+            start[row.join.axis] = offset
+        if row.stacked:
+            piece = np.expand_dims(piece, row.layer_axis)
+            start.insert(row.layer_axis, layer)
+        writer.write(piece, tuple(start), layer if row.stacked else 0)
 
     @staticmethod
     def _unstack(row: Row, shape: Shape) -> Shape:
@@ -930,86 +938,3 @@ def _linen_leaves(variables: Mapping[str, Any]) -> dict[str, _Leaf]:
         raise TypeError("variables must be what model.init returns: {'params': ...}")
     flat = traverse_util.flatten_dict(dict(variables["params"]))
     return {"/".join(map(str, k)): _leaf("/".join(map(str, k)), v) for k, v in flat.items()}
-
-
-# ------------------------------------------------------------- writing ---
-
-Box = tuple[tuple[int, int], ...]
-
-
-_update = jax.jit(
-    lambda buf, x, *start: jax.lax.dynamic_update_slice(buf, x, start), donate_argnums=0
-)
-
-
-@functools.cache
-def _mesh_of(device: Any) -> jax.sharding.Mesh:
-    return jax.sharding.Mesh(np.array([device]), ("device",))
-
-
-def _alone(device: Any) -> Any:
-    """A context in which a jitted function runs on ``device``'s arrays alone."""
-    return contextlib.nullcontext() if device is None else jax.set_mesh(_mesh_of(device))
-
-
-class _Writer:
-    """One Flax array, assembled in place on its devices from the pieces written into it.
-
-    Each device holds one buffer, its shard; a piece's part that falls in a
-    shard is copied (tile by tile) to the host, sent to the shard's devices and
-    written there in place (a donated ``dynamic_update_slice``).
-    """
-
-    def __init__(self, leaf: _Leaf):
-        self.leaf = leaf
-        self.groups: dict[Box, list[Any]] = {}
-        if leaf.sharding is None:
-            self.groups[tuple((0, d) for d in leaf.shape)] = [None]
-        else:
-            for device, index in leaf.sharding.addressable_devices_indices_map(leaf.shape).items():
-                box = tuple(s.indices(d)[:2] for s, d in zip(index, leaf.shape, strict=True))
-                self.groups.setdefault(box, []).append(device)
-        self.buffers: dict[Any, jax.Array] = {}
-
-    def write(self, piece: np.ndarray, row: Row, layer: int | None, offset: int) -> None:
-        """``piece`` into layer ``layer`` of a stacked array, at ``offset`` on Concat's axis."""
-        start = [0] * piece.ndim
-        if isinstance(row.join, Concat):
-            start[row.join.axis] = offset
-        if layer is not None:
-            piece = np.expand_dims(piece, row.layer_axis)
-            start.insert(row.layer_axis, layer)
-        for box, devices in self.groups.items():
-            inter = [
-                (max(lo, s), min(hi, s + n))
-                for (lo, hi), s, n in zip(box, start, piece.shape, strict=True)
-            ]
-            if any(lo >= hi for lo, hi in inter):
-                continue
-            part = piece[
-                tuple(slice(lo - s, hi - s) for (lo, hi), s in zip(inter, start, strict=True))
-            ]
-            host = contiguous(part)
-            if host.dtype != self.leaf.dtype:
-                host = host.astype(self.leaf.dtype)
-            at = [lo - b for (lo, _), (b, _) in zip(inter, box, strict=True)]
-            for device in devices:
-                sent = jax.device_put(host, device)
-                if tuple(inter) == box:
-                    self.buffers[device] = sent
-                else:
-                    old = self.buffers.get(device)
-                    if old is None:
-                        shape = tuple(hi - lo for lo, hi in box)
-                        old = jnp.zeros(shape, self.leaf.dtype, device=device)
-                    with _alone(device):  # the target's mesh may be the context
-                        self.buffers[device] = _update(old, sent, *at)
-                self.buffers[device].block_until_ready()  # the host copy is free after this
-            del host
-
-    def result(self) -> jax.Array:
-        leaf = self.leaf
-        if leaf.sharding is None:
-            return self.buffers[None]
-        arrays = [self.buffers[d] for devices in self.groups.values() for d in devices]
-        return jax.make_array_from_single_device_arrays(leaf.shape, leaf.sharding, arrays)
