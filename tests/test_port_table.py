@@ -356,3 +356,15 @@ def test_same_elements_arranged_differently_says_so():
     with pytest.raises(port.PortError, match=r"makes \(3, 2, 4, 8\), but the Flax array is "
                        r"\(3, 8, 2, 4\); the same elements, arranged differently"):  # fmt: skip
         table.torch_to_nnx(_state(), nnx.eval_shape(Stacked))
+
+
+def test_non_strict_with_a_layer_missing_keeps_the_stack_and_two_rows_on_a_key_raise():
+    model = Stacked()  # eager, zeros
+    state = _state()
+    del state["l.1.q.weight"]
+    report = _table().torch_to_nnx(state, model, strict=False)
+    assert report.missing == ("l.1.q.weight: no such torch key, for q",)
+    assert not np.asarray(model.q[...]).any()  # kept: the row's stack is all or nothing
+    table = port.Table(("l.0.q.weight", "norm"), ("l.{i}.q.weight", "q"))
+    with pytest.raises(port.PortError, match="l.0.q.weight: matched by two rows"):
+        table.torch_to_nnx(_state(), nnx.eval_shape(Stacked))

@@ -501,10 +501,10 @@ class Table:
 
     def _bind(
         self, keys: Iterable[str], leaves: Mapping[str, _Leaf], problems: _Problems
-    ) -> tuple[list[_Bound], set[str]]:
+    ) -> tuple[list[_Bound], dict[str, str]]:
         """Every row bound to the checkpoint's keys and the target's leaves."""
         keys = list(keys)
-        bound, claimed = [], set()
+        bound, claimed = [], {}
         for row in self.rows:
             patterns = [_pattern(t) for t in row.torch]
             found: dict[int | None, dict[int, str]] = {}
@@ -513,7 +513,11 @@ class Table:
                     m = pattern.match(k)
                     if m:
                         found.setdefault(int(m.group(1)) if row.indexed else None, {})[p] = k
-                        claimed.add(k)
+                        if k in claimed and claimed[k] != row.torch[p]:
+                            problems.unsupported.append(
+                                f"{k}: matched by two rows, {claimed[k]!r} and {row.torch[p]!r}"
+                            )
+                        claimed[k] = row.torch[p]
             if row.stacked:
                 missing_leaf = [f for f in row.flax if f not in leaves]
                 if missing_leaf:
@@ -696,7 +700,8 @@ class Table:
         report = problems.report()
         if report.fatal or (strict and not report.ok):
             raise PortError(report, strict)
-        keep = [p for p in leaves if p not in written]
+        placed = {f for b in work for f in b.leaves}
+        keep = [p for p in leaves if p not in placed]
         abstract = [p for p in keep if not isinstance(leaves[p].value, jax.Array)]
         if abstract:
             raise PortError(
