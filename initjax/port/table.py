@@ -49,10 +49,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import rules as R
 from ._assemble import Assembler, check_sharding
 from ._checkpoint import Checkpoint, open_checkpoint
 from ._save import write_checkpoint
 from ._source import Source, StateDict
+from ._stream import place
 from ._tiled import contiguous
 from .convert import PortError, PortReport, _in, _safe_cast, _sharding
 
@@ -433,6 +435,24 @@ class Row:
 # -------------------------------------------------------------- plans ---
 
 
+def _as_layout(row: Row) -> R.Layout | None:
+    """The row as one :class:`~initjax.port.rules.Layout` (transposes, then a reshape),
+    when it maps one torch tensor to one unstacked array: sharded ports then read each
+    shard's box of the tensor alone (:mod:`initjax.port._stream`)."""
+    if row.join is not None or row.stacked:
+        return None
+    perm: tuple[int, ...] | None = None
+    reshaped = False
+    for op in row.ops:
+        if isinstance(op, Transpose) and not reshaped:
+            perm = op.perm if perm is None else tuple(perm[q] for q in op.perm)
+        elif isinstance(op, Unflatten):
+            reshaped = True
+        else:
+            return None
+    return R.Layout(perm)
+
+
 @dataclass
 class _Leaf:
     """One Flax array of the target: its shape, dtype, sharding and what writes it."""
@@ -722,8 +742,17 @@ class Table:
             for pos, (_, names) in enumerate(b.layers):
                 jobs += [(n, b, pos, p) for p, n in enumerate(names)]
         jobs.sort(key=lambda job: state[job[0]].position)
+        done: dict[str, jax.Array] = {}
         for name, b, pos, p in jobs:
             row = b.row
+            layout = _as_layout(row)
+            if layout is not None:  # one tensor -> one array by moves only: read box by box
+                leaf = leaves[b.leaves[0]]
+                spec = R.Spec((name,), layout, None)
+                done[leaf.path] = place(
+                    spec, [state[name]], leaf.shape, leaf.dtype, leaf.sharding, leaf.path
+                )
+                continue
             x = state[name].read()
             if isinstance(row.join, Split):
                 sizes = [
@@ -739,7 +768,7 @@ class Table:
                 offset = sum(row.piece_shape(tuple(state[n].shape))[row.join.axis] for n in names)
             self._write(writers[b.leaves[0]], row, pos, row.piece(x), offset)
             del x
-        return {f: w.result() for f, w in writers.items()}
+        return {f: done[f] if f in done else w.result() for f, w in writers.items()}
 
     @staticmethod
     def _write(writer: Assembler, row: Row, layer: int, piece: np.ndarray, offset: int):
