@@ -23,10 +23,11 @@ from flax import nnx
 from jax.sharding import AxisType
 
 from initjax import port
-from initjax.port import Split, Unflatten, _checkpoint
+from initjax.port import Split, Unflatten
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 import port_llama  # noqa: E402
+from _reads import count_reads  # noqa: E402
 
 STACKED = {nnx.PARTITION_NAME: None}  # the layer axis, unsharded
 MESH = jax.make_mesh((2, 4), ("fsdp", "tp"), axis_types=(AxisType.Auto,) * 2)
@@ -158,15 +159,7 @@ def gpt2(reads: Counter) -> dict:
 
 def main() -> None:
     assert jax.device_count() == 8, jax.devices()
-    reads: Counter = Counter()
-    read = _checkpoint._ArrayTensor.read
-
-    def counting(self, box=None, out=None):
-        value = read(self, box, out)
-        reads[self.name] += value.nbytes
-        return value
-
-    _checkpoint._ArrayTensor.read = counting
+    reads = count_reads(setattr)
     out = {"llama": port_llama.main(), "gpt2": gpt2(reads)}
     print(json.dumps(out))
 

@@ -16,10 +16,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from _reads import count_reads
 from flax import nnx
 
 from initjax import port
-from initjax.port import Concat, Rotary, Split, Stack, Transpose, Unflatten, _checkpoint
+from initjax.port import Concat, Rotary, Split, Stack, Transpose, Unflatten
 from initjax.port._tiled import contiguous
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -194,16 +195,7 @@ def _state(layers=3, e=8, f=6, heads=2, d=4):
 
 
 def _counting(monkeypatch) -> Counter:
-    reads: Counter = Counter()
-    read = _checkpoint._ArrayTensor.read
-
-    def counting(self, box=None, out=None):
-        value = read(self, box, out)
-        reads[self.name] += value.nbytes
-        return value
-
-    monkeypatch.setattr(_checkpoint._ArrayTensor, "read", counting)
-    return reads
+    return count_reads(monkeypatch.setattr)
 
 
 def test_port_both_ways_bit_exact_each_tensor_read_once(monkeypatch, tmp_path):
