@@ -2,7 +2,7 @@
 
 The JAX model: layers stacked with ``nnx.vmap`` and run with ``nnx.scan``, einsum
 projections with ``(E, H, D)`` kernels, one fused ``gate_up`` kernel, rotary
-pairs interleaved; sharded over 8 (simulated) devices. A ten-line
+pairs interleaved; sharded over 8 (simulated) devices. An eleven-row
 :class:`initjax.port.Table` takes the Hub checkpoint (several files) there and
 back: logits within 1e-5 of torch's in float32, and the checkpoint written back
 loads with ``LlamaForCausalLM.from_pretrained`` to identical logits.
