@@ -23,7 +23,7 @@ from flax import nnx
 from jax.sharding import AxisType
 
 from initjax import port
-from initjax.port import Split, Unflatten
+from initjax.port import Concat, Split, Transpose, Unflatten
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 import port_llama  # noqa: E402
@@ -157,10 +157,41 @@ def gpt2(reads: Counter) -> dict:
     )
 
 
+class _Fused(nnx.Module):
+    def __init__(self):
+        self.gate_up = nnx.Param(jnp.zeros((16, 24)), out_sharding=("fsdp", "tp"))
+
+
+def explicit() -> dict:
+    """A stack under a mesh of explicit axes, ported in, cloned and written back."""
+    mesh = jax.make_mesh((2, 4), ("fsdp", "tp"), axis_types=(AxisType.Explicit,) * 2)
+    state = {f"l.{i}.{n}.weight": torch.randn(12, 16) for i in range(3) for n in ("gate", "up")}
+    gate_up = ("l.{i}.gate.weight", "l.{i}.up.weight")
+    table = port.Table((gate_up, "blocks/gate_up", Transpose((1, 0)), Concat(1)))
+    with jax.set_mesh(mesh):
+        model = nnx.eval_shape(lambda: _Stack(3))
+        table.torch_to_nnx(state, model)
+        value = model.blocks.gate_up.get_value()
+        want = torch.cat([state["l.1.gate.weight"].T, state["l.1.up.weight"].T], 1).numpy()
+        back = table.nnx_to_torch(nnx.clone(model))
+    return dict(
+        spec=str(value.sharding.spec),
+        layer_1=bool(np.array_equal(np.asarray(value[1]), want)),
+        back=all(np.array_equal(back[k], v.numpy()) for k, v in state.items()),
+    )
+
+
+class _Stack(nnx.Module):
+    def __init__(self, layers: int):
+        self.blocks = nnx.vmap(
+            _Fused, in_axes=None, out_axes=0, axis_size=layers, transform_metadata=STACKED
+        )()
+
+
 def main() -> None:
     assert jax.device_count() == 8, jax.devices()
     reads = count_reads(setattr)
-    out = {"llama": port_llama.main(), "gpt2": gpt2(reads)}
+    out = {"llama": port_llama.main(), "gpt2": gpt2(reads), "explicit": explicit()}
     print(json.dumps(out))
 
 

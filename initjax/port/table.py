@@ -434,6 +434,12 @@ class Row:
 
 # -------------------------------------------------------------- plans ---
 
+#: layer ``i`` of a stack, on the stack's devices (any mesh context, explicit axes too)
+_layer = jax.jit(
+    lambda stack, i, axis: jax.lax.dynamic_index_in_dim(stack, i, axis, keepdims=False),
+    static_argnums=2,
+)
+
 
 def _as_layout(row: Row) -> R.Layout | None:
     """The row as one :class:`~initjax.port.rules.Layout` (transposes, then a reshape),
@@ -876,12 +882,12 @@ class Table:
 
         def host(f: str, extra: tuple[tuple[int, slice], ...] = ()) -> np.ndarray:
             value = leaves[f].value
-            idx: list[Any] = [slice(None)] * len(leaves[f].shape)
-            if row.stacked:
-                idx[row.layer_axis] = pos
+            if row.stacked:  # only layer ``pos`` comes to the host
+                value = _layer(value, pos, row.layer_axis)
+            out = np.asarray(jax.device_get(value))
             for axis, s in extra:
-                idx[axis + (row.stacked and axis >= row.layer_axis)] = s
-            return np.asarray(jax.device_get(value[tuple(idx)]))
+                out = out[(slice(None),) * axis + (s,)]
+            return out
 
         if isinstance(row.join, Split):
             pieces = [row.unpiece(host(f)) for f in b.leaves]
