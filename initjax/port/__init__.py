@@ -43,9 +43,10 @@ from .convert import (
     torch_to_nnx,
 )
 from .layers import linen_layers, linen_rules, nnx_rules
+from .moves import Concat, Rotary, Split, Stack, Transpose, Unflatten
 from .names import Rename, torch_paths
 from .rules import AsIs, Rule
-from .table import Concat, Rotary, Row, Split, Stack, Table, Transpose, Unflatten
+from .table import Row, Table
 
 __all__ = [
     "AsIs",
