@@ -160,23 +160,31 @@ def gpt2(reads: Counter) -> dict:
 class _Fused(nnx.Module):
     def __init__(self):
         self.gate_up = nnx.Param(jnp.zeros((16, 24)), out_sharding=("fsdp", "tp"))
+        # (H, D, E) sharded inside each head: no box of torch's (E, H*D) is a shard
+        self.o = nnx.Param(jnp.zeros((4, 8, 16)), out_sharding=(None, "tp", None))
 
 
 def explicit() -> dict:
     """A stack under a mesh of explicit axes, ported in, cloned and written back."""
     mesh = jax.make_mesh((2, 4), ("fsdp", "tp"), axis_types=(AxisType.Explicit,) * 2)
     state = {f"l.{i}.{n}.weight": torch.randn(12, 16) for i in range(3) for n in ("gate", "up")}
+    state |= {f"l.{i}.o.weight": torch.randn(16, 32) for i in range(3)}
     gate_up = ("l.{i}.gate.weight", "l.{i}.up.weight")
-    table = port.Table((gate_up, "blocks/gate_up", Transpose((1, 0)), Concat(1)))
+    table = port.Table(
+        (gate_up, "blocks/gate_up", Transpose((1, 0)), Concat(1)),
+        ("l.{i}.o.weight", "blocks/o", Transpose((1, 0)), Unflatten(0, (-1, 8))),
+    )
     with jax.set_mesh(mesh):
         model = nnx.eval_shape(lambda: _Stack(3))
         table.torch_to_nnx(state, model)
         value = model.blocks.gate_up.get_value()
         want = torch.cat([state["l.1.gate.weight"].T, state["l.1.up.weight"].T], 1).numpy()
+        o = np.asarray(model.blocks.o.get_value()[2])
         back = table.nnx_to_torch(nnx.clone(model))
     return dict(
         spec=str(value.sharding.spec),
         layer_1=bool(np.array_equal(np.asarray(value[1]), want)),
+        o_layer_2=bool(np.array_equal(o, state["l.2.o.weight"].T.reshape(4, 8, 16).numpy())),
         back=all(np.array_equal(back[k], v.numpy()) for k, v in state.items()),
     )
 

@@ -307,7 +307,8 @@ def test_llama_and_gpt2_sharded_over_8_devices():
     assert llama["q_sharding"] == gpt2["q_sharding"] == "P(None, 'fsdp', 'tp')"
     assert llama["table_rows"] == 11
     # explicit mesh axes, the model cloned before writing back
-    assert facts["explicit"] == dict(spec="P(None, 'fsdp', 'tp')", layer_1=True, back=True)
+    want = dict(spec="P(None, 'fsdp', 'tp')", layer_1=True, o_layer_2=True, back=True)
+    assert facts["explicit"] == want
 
 
 class Listed(nnx.Module):

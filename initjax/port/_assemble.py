@@ -14,6 +14,7 @@ shards of a slab that several pieces share (a fused kernel's).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 from ._tiled import contiguous
 from ._tiled import copy as tiled_copy
 
-__all__ = ["Assembler", "check_sharding"]
+__all__ = ["Assembler", "Lazy", "check_sharding"]
 
 Box = tuple[tuple[int, int], ...]
 
@@ -79,6 +80,14 @@ def _put(host: np.ndarray, device: Any) -> jax.Array:
     return out.block_until_ready()  # the host buffer may be reused or freed after this
 
 
+class Lazy:
+    """A piece not read yet: its ``shape``, and ``read(box)``: ``piece[box]`` as a
+    C-ordered host array, read from the checkpoint alone (``box``: ``(lo, hi)`` per axis)."""
+
+    def __init__(self, shape: tuple[int, ...], read: Callable[[Box], np.ndarray]):
+        self.shape, self.read = shape, read
+
+
 class Assembler:
     """An array of ``shape``/``dtype`` on ``sharding`` (``None``: uncommitted), from pieces.
 
@@ -98,7 +107,7 @@ class Assembler:
         self.sent: dict[int, dict[Box, list[jax.Array]]] = {}
         self.staged: dict[int, dict[Box, tuple[np.ndarray, int]]] = {}
 
-    def write(self, piece: np.ndarray, start: tuple[int, ...], layer: int) -> None:
+    def write(self, piece: np.ndarray | Lazy, start: tuple[int, ...], layer: int) -> None:
         """``piece`` (the array's rank, one layer thick when stacked) at ``start``; a slab
         (the array, or layer ``layer`` of it) is committed once every shard of it is."""
         at = list(start)
@@ -113,11 +122,13 @@ class Assembler:
             ]
             if any(lo >= hi for lo, hi in inter):
                 continue
-            part = piece[
-                tuple(slice(lo - s, hi - s) for (lo, hi), s in zip(inter, at, strict=True))
-            ]
+            own = tuple((lo - s, hi - s) for (lo, hi), s in zip(inter, at, strict=True))
+            if isinstance(piece, Lazy):
+                part = piece.read(own)
+            else:
+                part = piece[tuple(slice(lo, hi) for lo, hi in own)]
             if tuple(inter) == box:  # this piece makes the whole shard
-                host = contiguous(part)
+                host = part if isinstance(piece, Lazy) else contiguous(part)
                 host = host if host.dtype == self.dtype else host.astype(self.dtype)
                 sent[box] = [_put(host, d) for d in devices]
                 del host

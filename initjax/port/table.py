@@ -50,11 +50,11 @@ import jax
 import numpy as np
 
 from . import rules as R
-from ._assemble import Assembler, check_sharding
-from ._checkpoint import Checkpoint, open_checkpoint
+from ._assemble import Assembler, Lazy, check_sharding
+from ._checkpoint import Box, Checkpoint, Tensor, open_checkpoint
 from ._save import write_checkpoint
 from ._source import Source, StateDict
-from ._stream import place
+from ._stream import _read_layout, place
 from ._tiled import contiguous
 from .convert import PortError, PortReport, _in, _safe_cast, _sharding
 from .moves import PER_TENSOR, Concat, Op, Shape, Split, Stack, Transpose, Unflatten
@@ -199,12 +199,10 @@ _layer = jax.jit(
 )
 
 
-def _as_layout(row: Row) -> R.Layout | None:
-    """The row as one :class:`~initjax.port.rules.Layout` (transposes, then a reshape),
-    when it maps one torch tensor to one unstacked array: sharded ports then read each
-    shard's box of the tensor alone (:mod:`initjax.port._stream`)."""
-    if row.join is not None or row.stacked:
-        return None
+def _piece_layout(row: Row) -> R.Layout | None:
+    """The row's per-tensor ops as one :class:`~initjax.port.rules.Layout` (transposes,
+    then a reshape), if they are: each shard's part of the piece is then read from its
+    box of the torch tensor alone (:mod:`initjax.port._stream`)."""
     perm: tuple[int, ...] | None = None
     reshaped = False
     for op in row.ops:
@@ -215,6 +213,30 @@ def _as_layout(row: Row) -> R.Layout | None:
         else:
             return None
     return R.Layout(perm)
+
+
+def _as_layout(row: Row) -> R.Layout | None:
+    """:func:`_piece_layout` of a row that maps one tensor to one unstacked array."""
+    return None if row.join is not None or row.stacked else _piece_layout(row)
+
+
+def _lazy(row: Row, layout: R.Layout, tensor: Tensor, dtype: np.dtype) -> Lazy:
+    """The piece ``row`` makes of ``tensor`` (a layer axis added when stacked), unread."""
+    shape = row.piece_shape(tuple(tensor.shape))
+    full = (*shape[: row.layer_axis], 1, *shape[row.layer_axis :]) if row.stacked else shape
+    staging: list[np.ndarray] = []
+    whole: list[np.ndarray] = []
+
+    def read(box: Box) -> np.ndarray:
+        inner = tuple(b for k, b in enumerate(box) if not (row.stacked and k == row.layer_axis))
+        value = _read_layout(layout, tensor, dtype, shape, inner, staging)
+        if value is None:  # the box is not a box of the tensor: read it whole, once
+            if not whole:
+                whole.append(layout(np.asarray(tensor.read(), dtype), shape=shape))
+            value = contiguous(whole[0][tuple(slice(lo, hi) for lo, hi in inner)])
+        return value.reshape(tuple(hi - lo for lo, hi in box))
+
+    return Lazy(full, read)
 
 
 @dataclass
@@ -517,6 +539,13 @@ class Table:
                     spec, [state[name]], leaf.shape, leaf.dtype, leaf.sharding, leaf.path
                 )
                 continue
+            layout = _piece_layout(row)
+            if layout is not None and not isinstance(row.join, Split):
+                f = b.leaves[0]
+                offset = self._offset(state, b, pos, p)
+                lazy = _lazy(row, layout, state[name], leaves[f].dtype)
+                writers[f].write(lazy, self._start(row, lazy.shape, pos, offset), pos)
+                continue
             x = state[name].read()
             if isinstance(row.join, Split):
                 sizes = [
@@ -526,23 +555,34 @@ class Table:
                 for f, part in zip(b.leaves, row.join.forward(x, sizes), strict=True):
                     self._write(writers[f], row, pos, row.piece(part), 0)
                 continue
-            offset = 0
-            if isinstance(row.join, Concat):
-                names = b.layers[pos][1][:p]
-                offset = sum(row.piece_shape(tuple(state[n].shape))[row.join.axis] for n in names)
+            offset = self._offset(state, b, pos, p)
             self._write(writers[b.leaves[0]], row, pos, row.piece(x), offset)
             del x
         return {f: done[f] if f in done else w.result() for f, w in writers.items()}
 
     @staticmethod
-    def _write(writer: Assembler, row: Row, layer: int, piece: np.ndarray, offset: int):
-        start = [0] * piece.ndim
+    def _offset(state: Checkpoint, b: _Bound, pos: int, p: int) -> int:
+        """Where piece ``p`` of layer ``pos`` starts along the row's Concat axis."""
+        row = b.row
+        if not isinstance(row.join, Concat):
+            return 0
+        names = b.layers[pos][1][:p]
+        return sum(row.piece_shape(tuple(state[n].shape))[row.join.axis] for n in names)
+
+    @staticmethod
+    def _start(row: Row, shape: Shape, layer: int, offset: int) -> tuple[int, ...]:
+        """Where a piece of ``shape`` (a layer axis included when stacked) starts."""
+        start = [0] * (len(shape) - row.stacked)
         if isinstance(row.join, Concat):
             start[row.join.axis] = offset
         if row.stacked:
-            piece = np.expand_dims(piece, row.layer_axis)
             start.insert(row.layer_axis, layer)
-        writer.write(piece, tuple(start), layer if row.stacked else 0)
+        return tuple(start)
+
+    def _write(self, writer: Assembler, row: Row, layer: int, piece: np.ndarray, offset: int):
+        if row.stacked:
+            piece = np.expand_dims(piece, row.layer_axis)
+        writer.write(piece, self._start(row, piece.shape, layer, offset), layer)
 
     @staticmethod
     def _unstack(row: Row, shape: Shape) -> Shape:
