@@ -33,7 +33,7 @@ FSDP, TP = "fsdp", "tp"
 def llama_table(head_dim: int) -> port.Table:
     """Hugging Face's LLaMA keys -> :class:`Llama`'s parameters."""
     d, L, T = head_dim, "model.layers.{i}.", Transpose((1, 0))
-    heads = (Unflatten(0, (-1, d)), Transpose((2, 0, 1)))  # (H*D, E) -> (E, H, D)
+    heads = (T, Unflatten(1, (-1, d)))  # (H*D, E) -> (E, H*D) -> (E, H, D)
     return port.Table(
         ("model.embed_tokens.weight", "embed"),
         (L + "input_layernorm.weight", "layers/attn_norm"),
