@@ -363,3 +363,35 @@ def test_non_strict_with_a_layer_missing_keeps_the_stack_and_two_rows_on_a_key_r
     table = port.Table(("l.0.q.weight", "norm"), ("l.{i}.q.weight", "q"))
     with pytest.raises(port.PortError, match="l.0.q.weight: matched by two rows"):
         table.torch_to_nnx(_state(), nnx.eval_shape(Stacked))
+
+
+def test_replay_into_a_table_layout_is_torchs_init_bit_for_bit():
+    """replay.modules draws each torch module's init in torch's order, without torch;
+    the table then lays it out: the stacked model holds torch's very numbers."""
+    from initjax import replay
+
+    class TorchBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = torch.nn.Linear(8, 6, bias=False)
+            self.up = torch.nn.Linear(8, 6, bias=False)
+            self.q = torch.nn.Linear(8, 8, bias=False)
+
+    torch.manual_seed(7)
+    twin = torch.nn.Module()
+    twin.l = torch.nn.ModuleList(TorchBlock() for _ in range(3))
+    twin.norm = torch.nn.RMSNorm(8)
+    from_torch = nnx.eval_shape(Stacked)
+    _table().torch_to_nnx(twin.state_dict(), from_torch)
+
+    g = replay.TorchGenerator(7)
+    state = {}
+    for i in range(3):  # construction order: gate, up, q of each block
+        for name, out in (("gate", 6), ("up", 6), ("q", 8)):
+            state[f"l.{i}.{name}.weight"] = replay.modules.linear(g, 8, out, bias=False)["weight"]
+    state["norm.weight"] = np.ones(8, np.float32)  # RMSNorm draws nothing
+    replayed = nnx.eval_shape(Stacked)
+    _table().torch_to_nnx(state, replayed)
+    for name in ("gate_up", "q", "norm"):
+        a, b = (np.asarray(getattr(m, name)[...]) for m in (replayed, from_torch))
+        assert _bits(a).tobytes() == _bits(b).tobytes(), name
