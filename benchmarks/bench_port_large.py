@@ -1,23 +1,32 @@
 """Porting a multi-file LLaMA-layout checkpoint into a sharded model: time and host memory.
 
-A synthetic bf16 checkpoint of LLaMA's layout (embedding, per layer q/k/v/o and
-gate/up/down projections and two RMSNorm weights, final norm; no lm_head) in
-several safetensors files with an index, ported into an abstract linen model
-sharded over 8 simulated CPU devices as Megatron shards it (q/k/v/gate/up over
-their outputs, o/down over their inputs, the embedding over its features).
-Measured side by side, each in a fresh process, the page cache warm:
+A synthetic bf16 checkpoint of Hugging Face LLaMA's layout and names (embedding,
+per layer q/k/v/o and gate/up/down projections and two RMSNorm weights, final
+norm, lm_head) in several safetensors files with an index, ported into abstract
+targets sharded over 8 simulated CPU devices as Megatron shards them (q/k/v/
+gate/up over their outputs, o/down over their inputs, the embedding over its
+features). Two target layouts: per layer (a linen model shaped like torch's,
+one Dense per Linear) and stacked (the layout JAX code trains with, that of
+``examples/port_llama.py``: layers stacked, ``(E, H, D)`` einsum kernels,
+a fused ``gate_up``, interleaved rotary rows). Measured side by side, each in
+a fresh process, the page cache warm:
 
 - ``cat``: ``cat files > /dev/null``, the time to read the bytes;
 - ``initjax``: ``port.torch_to_linen(directory, sharded_abstract, layers)``;
 - ``usual``: the usual script: every file loaded whole with the ``safetensors``
   package, every tensor converted in numpy (transposed), ``jax.device_put`` to
-  its sharding.
+  its sharding;
+- ``table (stacked)``: ``llama_table(...).torch_to_linen(directory, sharded_stacked)``;
+- ``usual (stacked)``: every file loaded whole, each stacked array built in
+  numpy from its layers (the same moves, ``np.stack``), ``jax.device_put``.
 
 Host peak is ``VmHWM`` (reset just before the port) minus the resident size
 before it and minus the ported parameters (which live in host memory on CPU
 devices), as a multiple of the largest tensor.
 
-    python benchmarks/bench_port_large.py --layers 32 --width 2048   # ~1.7 GB bf16
+    python benchmarks/bench_port_large.py --layers 8 --width 2048   # ~1.2 GiB bf16, 3 files
+
+Times are medians of ``--repeat`` rounds; host peak is the round of the median.
 """
 
 from __future__ import annotations
@@ -57,11 +66,12 @@ def write(directory: str, layers: int, width: int, vocab: int, shard: str) -> No
         n = int(np.prod(shape))
         return np.resize(pool, n).reshape(shape)
 
-    state = {"embed_tokens.weight": (vocab, width)}
+    state = {"model.embed_tokens.weight": (vocab, width)}
     for i in range(layers):
         for name, shape in SHAPES.items():
-            state[f"layers.{i}.{name}.weight"] = shape(width, hidden, kv)
-    state["norm.weight"] = (width,)
+            state[f"model.layers.{i}.{name}.weight"] = shape(width, hidden, kv)
+    state["model.norm.weight"] = (width,)
+    state["lm_head.weight"] = (vocab, width)
 
     from initjax.port import _save
 
@@ -80,10 +90,7 @@ def model_and_target(directory: str):
     from initjax import port
 
     checkpoint = port.open_checkpoint(directory)
-    vocab, width = checkpoint["embed_tokens.weight"].shape
-    n = len({k.split(".")[1] for k in checkpoint if k.startswith("layers.")})
-    hidden = checkpoint["layers.0.mlp.up_proj.weight"].shape[0]
-    kv = checkpoint["layers.0.self_attn.k_proj.weight"].shape[0]
+    vocab, width, hidden, kv, n = _sizes(checkpoint)
 
     class Block(nn.Module):
         def setup(self):
@@ -112,12 +119,13 @@ def model_and_target(directory: str):
             self.embed_tokens = ijl.Embed(vocab, width)
             self.layers = [Block() for _ in range(n)]
             self.norm = ijl.RMSNorm()
+            self.lm_head = ijl.Dense(vocab, use_bias=False, dtype=None)
 
         def __call__(self, tokens):
             x = self.embed_tokens(tokens)
             for b in self.layers:
                 x = b(x)
-            return self.norm(x)
+            return self.lm_head(self.norm(x))
 
     import jax.numpy as jnp
 
@@ -143,8 +151,85 @@ def model_and_target(directory: str):
             }
         )
     }
-    rename = [(r"\.(self_attn|mlp)\.", r".\1_")]
+    rename = [(r"^model\.", ""), (r"\.(self_attn|mlp)\.", r".\1_")]
     return checkpoint, layers, target, rename
+
+
+def _sizes(checkpoint) -> tuple[int, int, int, int, int]:
+    """vocab, width, hidden, kv width, layers."""
+    vocab, width = checkpoint["model.embed_tokens.weight"].shape
+    n = len({k.split(".")[2] for k in checkpoint if k.startswith("model.layers.")})
+    hidden = checkpoint["model.layers.0.mlp.up_proj.weight"].shape[0]
+    kv = checkpoint["model.layers.0.self_attn.k_proj.weight"].shape[0]
+    return vocab, width, hidden, kv, n
+
+
+HEAD_DIM = 128
+
+
+def stacked_target(directory: str):
+    """The stacked layout's abstract parameters (``examples/port_llama.py``'s), sharded."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from initjax import port
+
+    checkpoint = port.open_checkpoint(directory)
+    vocab, width, hidden, kv, n = _sizes(checkpoint)
+    d = HEAD_DIM
+    mesh = jax.make_mesh((8,), ("x",))
+    shapes = {  # Megatron's tensor parallelism, over heads or features
+        "embed": ((vocab, width), P(None, "x")),
+        "layers/attn_norm": ((n, width), P()),
+        "layers/q": ((n, width, width // d, d), P(None, None, "x", None)),
+        "layers/k": ((n, width, kv // d, d), P(None, None, None, "x")),
+        "layers/v": ((n, width, kv // d, d), P(None, None, None, "x")),
+        "layers/o": ((n, width // d, d, width), P(None, "x", None, None)),
+        "layers/mlp_norm": ((n, width), P()),
+        "layers/gate_up": ((n, width, 2 * hidden), P(None, None, "x")),
+        "layers/down": ((n, hidden, width), P(None, "x", None)),
+        "norm": ((width,), P()),
+        "lm_head": ((width, vocab), P(None, "x")),
+    }
+    params = {
+        path: jax.ShapeDtypeStruct(shape, jnp.bfloat16, sharding=NamedSharding(mesh, spec))
+        for path, (shape, spec) in shapes.items()
+    }
+    return checkpoint, {"params": params}
+
+
+def _llama_table():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    from port_llama import llama_table
+
+    return llama_table(HEAD_DIM)
+
+
+def usual_stacked(state: dict, target: dict) -> list:
+    """The load-everything script for the stacked layout: each stacked array built whole
+    in numpy from its layers, then ``jax.device_put`` to its sharding."""
+    import jax
+
+    from initjax.port import Concat
+
+    leaves = []
+    for row in _llama_table().rows:
+        leaf = target["params"][row.flax[0]]
+        n = leaf.shape[0] if row.stacked else 1
+        layers = []
+        for i in range(n):
+            pieces = [row.piece(state.pop(t.replace("{i}", str(i)))) for t in row.torch]
+            if isinstance(row.join, Concat):
+                pieces = [np.concatenate(pieces, row.join.axis)]
+            layers.append(pieces[0])
+        value = np.ascontiguousarray(np.stack(layers) if row.stacked else layers[0])
+        del layers
+        leaves.append(jax.device_put(value, leaf.sharding))
+        jax.block_until_ready(leaves[-1])
+        del value
+    return leaves
 
 
 def measure(method: str, directory: str) -> dict:
@@ -154,10 +239,19 @@ def measure(method: str, directory: str) -> dict:
     from initjax import port
 
     checkpoint, layers, target, rename = model_and_target(directory)
+    _, stacked = stacked_target(directory)
+    table = _llama_table()
     largest = max(t.nbytes for t in checkpoint.values())
     files = list(checkpoint.files)
     import torch  # the usual script's imports, outside the timing
     from safetensors.torch import load_file
+
+    def load_all() -> dict:
+        state = {}  # safetensors.numpy cannot hold bf16: load as torch, view in numpy
+        for path in files:
+            for k, t in load_file(path).items():
+                state[k] = t.view(torch.int16).numpy().view(np.dtype(jax.numpy.bfloat16))
+        return state
 
     jax.block_until_ready(jax.numpy.zeros(8))
     before = rss_bytes()
@@ -166,15 +260,18 @@ def measure(method: str, directory: str) -> dict:
     if method == "initjax":
         variables, _ = port.torch_to_linen(directory, target, layers, rename=rename)
         leaves = jax.tree.leaves(variables)
+    elif method == "table (stacked)":
+        variables, _ = table.torch_to_linen(directory, stacked)
+        leaves = jax.tree.leaves(variables)
+    elif method == "usual (stacked)":
+        leaves = usual_stacked(load_all(), stacked)
     else:
-        state = {}  # safetensors.numpy cannot hold bf16: load as torch, view in numpy
-        for path in files:
-            for k, t in load_file(path).items():
-                state[k] = t.view(torch.int16).numpy().view(np.dtype(jax.numpy.bfloat16))
+        state = load_all()
         flat = traverse_util.flatten_dict(target["params"])
         leaves = []
         for path, leaf in flat.items():
-            dotted = ".".join(path[:-1]).replace("layers_", "layers.")
+            dotted = ".".join(path[:-1]).replace("layers_", "model.layers.")
+            dotted = dotted if dotted.startswith(("model.", "lm_head")) else "model." + dotted
             dotted = dotted.replace("self_attn_", "self_attn.").replace("mlp_", "mlp.")
             w = state.pop(dotted + ".weight")
             value = np.ascontiguousarray(w.T) if path[-1] == "kernel" else w
@@ -189,11 +286,11 @@ def measure(method: str, directory: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--shard", default="500MB", help="max_shard_size of the files")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -211,7 +308,8 @@ def main() -> None:
         shape = f"layers={args.layers} width={args.width}"
         print(f"checkpoint: {size / 2**30:.2f} GiB bf16 in {len(files)} files, {shape}")
         paths = " ".join(os.path.join(directory, f) for f in files)
-        rows: dict[str, list] = {"cat": [], "initjax": [], "usual": []}
+        methods = ("cat", "initjax", "usual", "table (stacked)", "usual (stacked)")
+        rows: dict[str, list] = {m: [] for m in methods}
         for _ in range(args.repeat):
             for method in rows:
                 if method == "cat":
@@ -227,11 +325,12 @@ def main() -> None:
                     check=True,
                 )
                 rows[method].append(json.loads(done.stdout.strip().splitlines()[-1]))
-        cat = min(r["seconds"] for r in rows["cat"])
+        median = {m: sorted(r, key=lambda r: r["seconds"])[len(r) // 2] for m, r in rows.items()}
+        cat = median["cat"]["seconds"]
+        print(f"table rows: {len(_llama_table())}")
         print("| method | time (s) | time / cat | host peak above result / largest tensor |")
         print("|---|---|---|---|")
-        for method, runs in rows.items():
-            best = min(runs, key=lambda r: r["seconds"])
+        for method, best in median.items():
             above = f"{best['above']:.2f}x" if "above" in best else "-"
             print(f"| {method} | {best['seconds']:.2f} | {best['seconds'] / cat:.2f}x | {above} |")
 

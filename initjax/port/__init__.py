@@ -25,6 +25,9 @@
   (:func:`open_checkpoint`); ports read, convert and place one tensor (or one
   shard of it) at a time; :func:`linen_to_checkpoint` / :func:`nnx_to_checkpoint`
   and :func:`save_checkpoint` write the Hub's multi-file layout.
+- Your own layout (stacked layers, einsum kernels, fused projections,
+  interleaved rotary): a declarative, reversible :class:`Table`
+  (:mod:`initjax.port.table`).
 """
 
 from ._checkpoint import Checkpoint, Tensor, load_state_dict, open_checkpoint
@@ -42,20 +45,30 @@ from .convert import (
     torch_to_nnx,
 )
 from .layers import linen_layers, linen_rules, nnx_rules
+from .moves import Concat, Rotary, Split, Stack, Transpose, Unflatten
 from .names import Rename, torch_paths
 from .rules import AsIs, Rule
+from .table import Row, Table
 
 __all__ = [
     "AsIs",
     "Checkpoint",
+    "Concat",
     "PortError",
     "PortReport",
     "Rename",
+    "Rotary",
+    "Row",
     "Rule",
     "SafetensorsError",
     "Source",
+    "Split",
+    "Stack",
     "StateDict",
+    "Table",
     "Tensor",
+    "Transpose",
+    "Unflatten",
     "UnsafeCheckpointError",
     "linen_layers",
     "linen_rules",

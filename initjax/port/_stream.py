@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import _tiled
 from . import rules as R
 from ._checkpoint import Box, Tensor
 
@@ -71,7 +72,7 @@ def _read_layout(
             raw = scratch[: (r1 - r0) * row].view(tensor.dtype).reshape(r1 - r0, *lens[1:])
             tensor.read(((r0, r1), *rest), out=raw)
             dst = out[(slice(None),) * axis + (slice(r0 - lo, r1 - lo),)]
-            dst[...] = raw if perm is None else np.transpose(raw, perm)
+            _tiled.copy(dst, raw if perm is None else np.transpose(raw, perm))
     return out.reshape(tuple(hi - lo for lo, hi in box))
 
 
@@ -107,8 +108,7 @@ def reader(
                 return value
         if whole is None:
             whole = _whole(spec, tensors, dtype, shape, where)
-        # np.asarray keeps 0-d values 0-d (np.ascontiguousarray would make them 1-d)
-        return np.asarray(whole[tuple(slice(lo, hi) for lo, hi in box)], order="C")
+        return _tiled.contiguous(whole[tuple(slice(lo, hi) for lo, hi in box)])
 
     return part
 
