@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from _port_peak import status
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -41,14 +42,6 @@ def recipe() -> dict:
     namespace: dict = {}
     exec(block[: block.index("\n# One jitted init")], namespace)
     return namespace
-
-
-def status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(field)
 
 
 def peak(file: str, layers: int = 16, shape: tuple[int, int] = (1024, 512)) -> dict:

@@ -12,37 +12,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from _subprocess import run_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from initjax import port
 from initjax.port import _checkpoint, _save
 from initjax.port.rules import Layout
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
-
-
-def _run(script: str, *args: str, devices: int = 1) -> dict:
-    env = {**ENV, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    done = subprocess.run(
-        [sys.executable, os.path.join(HERE, script), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
 
 # ------------------------------------------------------------- a real model ---
 
@@ -143,7 +125,7 @@ def test_pytorch_bin_index(llama, tmp_path):
 def test_sharded_targets_read_only_their_slices(llama):
     """Per device: exactly its shards' bytes; per checkpoint: each byte read once."""
     _, directory = llama
-    facts = _run("_port_sharded.py", directory, devices=8)
+    facts = run_json("_port_sharded.py", directory, devices=8)
     assert facts["files"] >= 3
     for flavor in ("linen", "nnx"):
         f = facts[flavor]
@@ -163,7 +145,7 @@ def test_host_peak_is_bounded_by_the_largest_tensor(tmp_path):
         state[f"layers.{i}.weight"] = flat.reshape(n_out, n_in)
     port.save_checkpoint(tmp_path, state, max_shard_size="40MB")
     del state, flat
-    facts = _run("_port_peak.py", str(tmp_path))
+    facts = run_json("_port_peak.py", str(tmp_path))
     assert facts["files"] == 4 and facts["right"], facts
     above = facts["peak"] - facts["before"] - facts["result"]
     # the whole checkpoint is 2.25x the largest tensor: holding it would fail this

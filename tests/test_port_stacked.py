@@ -10,10 +10,7 @@ and the ``ModuleList`` draw. The sharded case runs in a subprocess on 8 CPU devi
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _subprocess import run_json
 from flax import nnx
 
 import initjax as ij
@@ -360,22 +358,7 @@ def test_no_raw_jax_error():
 def test_sharded_stacks_read_each_layer_once_host_holds_one_layer(tmp_path):
     sd = _torch(6, TorchModel, D, 4)
     port.save_safetensors(tmp_path / "model.safetensors", sd)
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    script = Path(__file__).with_name("_port_stacked_sharded.py")
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "model.safetensors")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    facts = run_json("_port_stacked_sharded.py", str(tmp_path / "model.safetensors"), devices=8)
     assert facts.pop("peak_in_layers") <= 2, facts  # one layer's piece, plus allocator slack
     assert facts == {
         "equal": True,

@@ -4,10 +4,6 @@ LLaMA / GPT-2 checkpoints into JAX-layout models on 8 simulated devices and back
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import jax
@@ -17,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from _reads import count_reads
+from _subprocess import run_json
 from flax import nnx
 
 from initjax import port
 from initjax.port import Concat, Rotary, Split, Stack, Transpose, Unflatten
 from initjax.port._tiled import contiguous
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 RNG = np.random.default_rng(0)
 
 
@@ -280,24 +276,7 @@ def test_non_strict_keeps_what_no_row_makes():
 
 
 def test_llama_and_gpt2_sharded_over_8_devices():
-    env = {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        # this checkout's initjax, whichever one is installed
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [os.path.dirname(HERE), os.environ.get("PYTHONPATH")])
-        ),
-    }
-    done = subprocess.run(
-        [sys.executable, os.path.join(HERE, "_port_table_models.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    facts = run_json("_port_table_models.py", devices=8)
     llama, gpt2 = facts["llama"], facts["gpt2"]
     assert llama["files"] > 2 and gpt2["files"] > 2
     # float32 logits of a few ulps' difference: the einsums sum in another order than torch
