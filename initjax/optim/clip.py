@@ -12,8 +12,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ._common import transformation
-
 __all__ = ["clip_grad_norm", "clip_grad_value"]
 
 
@@ -30,23 +28,17 @@ def clip_grad_norm(max_norm: float, norm_type: float = 2.0) -> optax.GradientTra
     """
     norm_type = float(norm_type)
 
-    def init(params: optax.Params) -> optax.EmptyState:
-        del params
-        return optax.EmptyState()
-
-    def update(
-        updates: optax.Updates, state: optax.EmptyState, params: optax.Params | None = None
-    ) -> tuple[optax.Updates, optax.EmptyState]:
+    def clip(updates: optax.Updates, params: optax.Params | None = None) -> optax.Updates:
         del params
         leaves = jax.tree.leaves(updates)
         if not leaves:
-            return updates, state
+            return updates
         norms = jnp.stack([jnp.linalg.norm(g.ravel(), ord=norm_type) for g in leaves])
         total = jnp.linalg.norm(norms.astype(jnp.float32), ord=norm_type)
         coef = jnp.minimum(max_norm / (total + 1e-6), 1.0)
-        return jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates), state
+        return jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates)
 
-    return transformation(init, update)
+    return optax.stateless(clip)
 
 
 def clip_grad_value(clip_value: float) -> optax.GradientTransformation:
@@ -57,14 +49,8 @@ def clip_grad_value(clip_value: float) -> optax.GradientTransformation:
     """
     c = float(clip_value)
 
-    def init(params: optax.Params) -> optax.EmptyState:
+    def clip(updates: optax.Updates, params: optax.Params | None = None) -> optax.Updates:
         del params
-        return optax.EmptyState()
+        return jax.tree.map(lambda g: jnp.minimum(jnp.maximum(g, -c), c), updates)
 
-    def update(
-        updates: optax.Updates, state: optax.EmptyState, params: optax.Params | None = None
-    ) -> tuple[optax.Updates, optax.EmptyState]:
-        del params
-        return jax.tree.map(lambda g: jnp.minimum(jnp.maximum(g, -c), c), updates), state
-
-    return transformation(init, update)
+    return optax.stateless(clip)
