@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._tiled import contiguous
@@ -170,15 +171,8 @@ class Assembler:
         self.value = _update(self.value, slab, *at).block_until_ready()
 
     def _zeros(self) -> jax.Array:
-        if self.sharding is None:
-            return _put(np.zeros(self.shape, self.dtype), None)
-        groups = _groups(self.shape, self.sharding)
-        arrays = [
-            _put(np.zeros(tuple(hi - lo for lo, hi in box), self.dtype), d)
-            for box, devices in groups.items()
-            for d in devices
-        ]
-        return jax.make_array_from_single_device_arrays(self.shape, self.sharding, arrays)
+        """The stack's zeros, made on its devices (no host copy)."""
+        return jnp.zeros(self.shape, self.dtype, device=self.sharding)
 
     def result(self) -> jax.Array:
         if self.value is None or self.sent or any(self.staged.values()):
