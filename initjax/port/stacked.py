@@ -449,7 +449,7 @@ def place(
     Every shard of ``sharding`` starts as a zeroed buffer on its devices; layer by layer,
     each shard holding a part of the layer gets its piece (an in-place update), and the
     layer's reader is dropped (``parts`` is consumed), so the host holds one layer's
-    piece, and at most one layer's tensors, at a time.
+    piece and its transfer at a time, however many layers the stack has.
     """
     dtype = np.dtype(dtype)
     if sharding is None:
